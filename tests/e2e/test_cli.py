@@ -1,0 +1,275 @@
+"""The ``run-watcher`` command as a user runs it: a subprocess, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+
+from watcher.simulator.api import SimulatorApi
+from watcher.simulator.http_server import HttpServer
+from watcher.simulator.receiver import WebhookReceiver
+from watcher.simulator.world import World
+
+pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "watcher"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PARALLEL_", "TRIGGER_", "WATCHER_", "CREDENTIALS_"))
+    }
+    env.update(extra)
+    return env
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "watcher.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_check_config_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "polling:\n  min_interval: 2s\n  max_interval: soon\nwatches:\n  - {type: trigger_run, id: run_a, colour: red}\n",
+    )
+    proc = subprocess.run(
+        [*CLI, "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{path}:3: polling.max_interval: invalid duration 'soon'" in proc.stderr
+    assert f"{path}:5: watches[0].colour: unknown key" in proc.stderr
+
+
+def test_run_refuses_the_same_file_with_the_same_message(tmp_path: Path) -> None:
+    path = write(tmp_path, "watches:\n  - {type: trigger_run, id: run_a, colour: red}\n")
+    check = subprocess.run(
+        [*CLI, "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    run = subprocess.run(
+        [*CLI, "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+        timeout=30,
+    )
+    assert check.returncode == run.returncode == 2
+    assert check.stderr == run.stderr
+
+
+def test_missing_key_and_missing_config_are_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, {"watches": [{"type": "parallel_task_group", "id": "tgrp_1"}]})
+    proc = subprocess.run(
+        [*CLI, "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "PARALLEL_API_KEY is not set" in proc.stderr
+    proc = subprocess.run(
+        [*CLI, "check-config"], capture_output=True, text=True, env=clean_env(), check=False
+    )
+    assert proc.returncode == 2
+    assert "WATCHER_CONFIG" in proc.stderr
+
+
+def test_bad_notifier_url_is_exit_2_without_echoing_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"notifiers": [{"url": "nosuchscheme://user:hunter2@host/x", "tags": ["a"]}]}
+    )
+    proc = subprocess.run(
+        [*CLI, "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "notifiers[0].url: not a valid apprise URL" in proc.stderr
+    assert "hunter2" not in proc.stderr
+
+
+def test_check_config_accepts_the_example(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "config" / "example.yaml"
+    env = clean_env(
+        PARALLEL_API_KEY="k",
+        TRIGGER_SECRET_KEY="k",
+        SLACK_WEBHOOK_URL="slack://T000/B000/XXXXXXXXX",
+        WATCHER_CONFIG=str(example),
+    )
+    proc = subprocess.run(
+        [*CLI, "check-config"], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "config OK: 4 watches" in proc.stdout
+    assert "XXXXXXXXX" not in proc.stdout
+
+
+@asynccontextmanager
+async def simulator_and_receiver(world: World) -> AsyncIterator[tuple[HttpServer, WebhookReceiver]]:
+    sim = HttpServer(SimulatorApi(world))
+    receiver = WebhookReceiver()
+    async with anyio.create_task_group() as tg:
+        await tg.start(sim.serve)
+        await tg.start(receiver.server.serve)
+        yield sim, receiver
+        tg.cancel_scope.cancel()
+
+
+def sim_env(sim: HttpServer, world: World, config: Path) -> dict[str, str]:
+    return clean_env(
+        PARALLEL_BASE_URL=sim.url,
+        TRIGGER_API_URL=sim.url,
+        PARALLEL_API_KEY=world.parallel_key,
+        TRIGGER_SECRET_KEY=world.trigger_key,
+        WATCHER_CONFIG=str(config),
+    )
+
+
+@pytest.mark.anyio
+async def test_once_prints_a_table_and_exits_1_when_a_watch_errored(tmp_path: Path) -> None:
+    world = World()
+    world.add_group("tgrp_ok", 3, status="running")
+    world.add_trigger_run("run_ok", "t", "EXECUTING")
+    config = write(
+        tmp_path,
+        {
+            "watches": [
+                {"type": "parallel_task_group", "id": "tgrp_ok", "name": "good-group"},
+                {"type": "trigger_run", "id": "run_ok"},
+                {"type": "trigger_run", "id": "run_missing"},
+            ]
+        },
+    )
+    async with simulator_and_receiver(world) as (sim, _):
+        proc = await anyio.run_process(
+            [*CLI, "once", "--log-level", "error"], env=sim_env(sim, world, config), check=False
+        )
+        world.groups.pop("tgrp_ok")
+        world.add_group("tgrp_ok", 2, status="completed")
+        config.write_text(
+            yaml.safe_dump({"watches": [{"type": "parallel_task_group", "id": "tgrp_ok"}]})
+        )
+        ok = await anyio.run_process(
+            [*CLI, "once", "--log-level", "error"], env=sim_env(sim, world, config), check=False
+        )
+    out = proc.stdout.decode()
+    assert proc.returncode == 1
+    assert "parallel_task_group:tgrp_ok" in out
+    assert "active (3 runs: running=3)" in out
+    assert "trigger_run:run_ok" in out
+    assert "EXECUTING" in out
+    assert "error: trigger_run:run_missing: HTTP 404 from GET /api/v3/runs/run_missing" in out
+    assert ok.returncode == 0
+    assert "inactive (2 runs: completed=2)" in ok.stdout.decode()
+
+
+@pytest.mark.anyio
+async def test_run_notifies_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    world = World()
+    world.add_trigger_run("run_live", "deploy", "EXECUTING")
+    async with simulator_and_receiver(world) as (sim, receiver):
+        config = write(
+            tmp_path,
+            {
+                "polling": {"min_interval": "200ms", "max_interval": "1s"},
+                "watches": [{"type": "trigger_run", "id": "run_live", "name": "deploy"}],
+                "notifiers": [
+                    {"url": receiver.apprise_url("json"), "tags": ["all"], "format": "json"}
+                ],
+            },
+        )
+        async with await anyio.open_process(
+            [*CLI, "run", "--log-format", "json"],
+            env=sim_env(sim, world, config),
+            stderr=subprocess.PIPE,
+        ) as proc:
+            assert proc.stderr is not None
+            log = b""
+            with anyio.fail_after(20):
+                async for chunk in proc.stderr:
+                    log += chunk
+                    if b"every watch polled once" in log:
+                        break
+            world.set_trigger_run("run_live", "FAILED", "deploy broke")
+            with anyio.fail_after(20):
+                await receiver.wait_for(1)
+            proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                async for chunk in proc.stderr:
+                    log += chunk
+                code = await proc.wait()
+    assert code == 0
+    (event,) = receiver.events()
+    assert (event["from_status"], event["to_status"]) == ("EXECUTING", "FAILED")
+    lines = [json.loads(line) for line in log.decode().splitlines() if line.startswith("{")]
+    messages = [line["event"] for line in lines]
+    assert "signal received; shutting down" in messages
+    assert "notification queues drained" in messages
+    assert messages[-1] == "run-watcher stopped"
+    assert world.trigger_key not in log.decode()
+
+
+@pytest.mark.anyio
+async def test_test_notify_reports_each_notifier(tmp_path: Path) -> None:
+    world = World()
+    async with simulator_and_receiver(world) as (sim, receiver):
+        config = write(
+            tmp_path,
+            {
+                "notifiers": [
+                    {"url": receiver.apprise_url("json"), "tags": ["good"], "name": "receiver"},
+                    {"url": "json://127.0.0.1:9/dead", "tags": ["bad"], "name": "dead-end"},
+                ]
+            },
+        )
+        env = sim_env(sim, world, config)
+        good = await anyio.run_process([*CLI, "test-notify", "--tag", "good"], env=env, check=False)
+        both = await anyio.run_process([*CLI, "test-notify"], env=env, check=False)
+    assert good.returncode == 0
+    assert "ok   receiver" in good.stdout.decode()
+    assert both.returncode == 1
+    assert "FAIL dead-end" in both.stdout.decode()
+    assert receiver.received[0].title == "[TEST] run-watcher test notification"
+
+
+def test_demo_shows_a_failure_a_finished_group_and_a_crash() -> None:
+    proc = subprocess.run(
+        [*CLI, "demo", "--speed", "3"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "failed in nightly-enrichment" in out
+    assert "[FINISHED] nightly-enrichment: completed 10, failed 2" in out
+    assert "[CRASHED] send-invoice run_invoice_4711" in out
+    assert "[FAILED] sync-crm run_sync_crm_9001" in out
+    assert "Demo done" in out

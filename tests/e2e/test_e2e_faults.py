@@ -1,0 +1,119 @@
+"""Upstream faults: the daemon keeps running, reports the problem once, and its end once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from harness import running
+
+from watcher.simulator.world import Fault, World
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+WATCHES = [
+    {"type": "trigger_run", "id": "run_f", "name": "faulty-trigger"},
+    {"type": "parallel_task_run", "id": "trun_f", "name": "faulty-parallel"},
+]
+SOURCES = {
+    "parallel": {"total_timeout": "1s", "timeout": "1s"},
+    "trigger": {"total_timeout": "1s", "timeout": "1s"},
+}
+
+
+def setup(world: World) -> None:
+    world.add_trigger_run("run_f", "sync", "EXECUTING")
+    world.add_parallel_run("trun_f", "running")
+
+
+FAULTS = [
+    pytest.param("status", 401, [], "auth_failed", id="401"),
+    pytest.param("status", 404, [], "not_found", id="404"),
+    pytest.param("status", 429, [("retry-after", "1")], "rate_limited", id="429-retry-after"),
+    pytest.param("status", 500, [], "unreachable", id="500"),
+    pytest.param("hang", 0, [], "unreachable", id="timeout"),
+    pytest.param("malformed", 0, [], "bad_response", id="malformed-json"),
+]
+
+
+def of_kind(events: list[dict[str, Any]], kind: str, watch_id: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["kind"] == kind and e["watch"]["id"] == watch_id]
+
+
+@pytest.mark.parametrize("target", ["trigger", "parallel"])
+@pytest.mark.parametrize(("kind", "status", "headers", "problem"), FAULTS)
+async def test_fault_is_reported_once_and_recovery_once(
+    target: str, kind: str, status: int, headers: list[tuple[str, str]], problem: str
+) -> None:
+    faulty, healthy = ("run_f", "trun_f") if target == "trigger" else ("trun_f", "run_f")
+    path = "/api/v3/runs/run_f" if target == "trigger" else "/tasks/runs/trun_f"
+    async with running(WATCHES, setup=setup, sources=SOURCES) as env:
+        w = env.world
+        w.add_fault(Fault(match=path, kind=kind, status=status, headers=headers))
+        events = await env.wait_until(
+            lambda evs: bool(of_kind(evs, "watch.error", faulty)), within=20
+        )
+
+        # The other watch, on the other upstream, is still watched during the fault.
+        if target == "trigger":
+            w.set_parallel_run("trun_f", "completed")
+        else:
+            w.set_trigger_run("run_f", "COMPLETED")
+        await env.wait_until(
+            lambda evs: any(
+                e["subject_id"] == healthy for e in evs if e["kind"] == "run.status_changed"
+            )
+        )
+
+        # A change during the outage must surface after it.
+        if target == "trigger":
+            w.set_trigger_run("run_f", "FAILED", "changed while we were blind")
+        else:
+            w.set_parallel_run("trun_f", "failed", "changed while we were blind")
+        await env.settle(1.0)
+        w.clear_faults()
+        events = await env.wait_until(
+            lambda evs: (
+                bool(of_kind(evs, "watch.recovered", faulty))
+                and any(
+                    e["subject_id"] == faulty and e["kind"] == "run.status_changed" for e in evs
+                )
+            ),
+            within=20,
+        )
+        events = await env.settle(1.0)
+
+    errors = of_kind(events, "watch.error", faulty)
+    assert len(errors) == 1, errors
+    assert errors[0]["to_status"] == problem
+    assert errors[0]["severity"] == "warning"
+    if status:
+        assert f"HTTP {status}" in errors[0]["details"]["message"]
+    assert len(of_kind(events, "watch.recovered", faulty)) == 1
+    assert of_kind(events, "watch.error", healthy) == []
+    changes = [e for e in events if e["kind"] == "run.status_changed" and e["subject_id"] == faulty]
+    assert len(changes) == 1
+    assert changes[0]["details"]["error"] == "changed while we were blind"
+    order = [e["kind"] for e in events if e["watch"]["id"] == faulty]
+    assert (
+        order.index("watch.error")
+        < order.index("watch.recovered")
+        <= order.index("run.status_changed")
+    )
+
+
+async def test_wrong_shape_and_unknown_status_never_crash() -> None:
+    async with running(WATCHES, setup=setup) as env:
+        env.world.add_fault(Fault(match="/api/v3/runs/run_f", kind="wrong_shape"))
+        await env.wait_until(lambda evs: bool(of_kind(evs, "watch.error", "run_f")))
+        env.world.clear_faults()
+        env.world.set_trigger_run("run_f", "HIBERNATING")
+        events = await env.wait_until(lambda evs: any(e["to_status"] == "HIBERNATING" for e in evs))
+        env.world.set_trigger_run("run_f", "COMPLETED")
+        events = await env.wait_until(lambda evs: any(e["to_status"] == "COMPLETED" for e in evs))
+    error = of_kind(events, "watch.error", "run_f")[0]
+    assert error["to_status"] == "bad_response"
+    assert "unexpected response shape" in error["details"]["message"]
+    hibernating = next(e for e in events if e["to_status"] == "HIBERNATING")
+    assert hibernating["severity"] == "warning"
+    assert hibernating["details"]["unknown_status"] is True

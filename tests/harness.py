@@ -1,0 +1,137 @@
+"""Run the real daemon against the simulator and a real webhook receiver, on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from watcher.config.model import WatcherConfig
+from watcher.config.settings import Settings
+from watcher.daemon.app import Daemon
+from watcher.simulator.api import SimulatorApi, TriggerLimiter
+from watcher.simulator.http_server import HttpServer
+from watcher.simulator.receiver import Received, WebhookReceiver
+from watcher.simulator.world import World
+
+FAST_POLLING = {"min_interval": "100ms", "max_interval": "400ms", "discovery_interval": "200ms"}
+
+
+@dataclass
+class Env:
+    """What a running test environment offers."""
+
+    world: World
+    sim: HttpServer
+    api: SimulatorApi
+    receiver: WebhookReceiver
+    daemon: Daemon
+
+    async def wait_events(self, count: int, within: float = 15.0) -> list[dict[str, Any]]:
+        """Wait for ``count`` JSON events at the receiver; return them all."""
+        with anyio.fail_after(within):
+            await self.receiver.wait_for(count)
+        return self.receiver.events()
+
+    async def settle(self, seconds: float = 1.0) -> list[dict[str, Any]]:
+        """Let the daemon poll for a while; return every event received so far."""
+        await anyio.sleep(seconds)
+        return self.receiver.events()
+
+    async def wait_until(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], within: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """Wait until ``predicate(events)`` holds."""
+        with anyio.fail_after(within):
+            await self.receiver.wait_until(lambda received: predicate([r.event for r in received]))
+        return self.receiver.events()
+
+
+def make_config(
+    sim_url: str, notifier_urls: list[tuple[str, list[str], str]], **sections: Any
+) -> WatcherConfig:
+    """A validated config pointing both sources at the simulator."""
+    data: dict[str, Any] = {
+        "polling": FAST_POLLING,
+        "sources": {
+            "parallel": {"base_url": sim_url},
+            "trigger": {"base_url": sim_url, "reserve": 0},
+        },
+        "notifiers": [
+            {"url": url, "tags": tags, "format": fmt} for url, tags, fmt in notifier_urls
+        ],
+        "delivery": {
+            "initial_backoff": "50ms",
+            "max_backoff": "200ms",
+            "drain_timeout": "3s",
+            "timeout": "5s",
+        },
+    }
+    return WatcherConfig.model_validate(merge(data, sections))
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``, mappings merged recursively."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@asynccontextmanager
+async def running(
+    watches: list[dict[str, Any]],
+    *,
+    world: World | None = None,
+    setup: Callable[[World], object] | None = None,
+    fmt: str = "json",
+    limiter: TriggerLimiter | None = None,
+    settings: Settings | None = None,
+    **sections: Any,
+) -> AsyncIterator[Env]:
+    """Simulator + receiver + daemon; stops the daemon cleanly on exit."""
+    world = world or World()
+    if setup is not None:
+        setup(world)
+    api = SimulatorApi(world, limiter=limiter)
+    sim = HttpServer(api)
+    receiver = WebhookReceiver()
+    async with anyio.create_task_group() as tg:
+        await tg.start(sim.serve)
+        await tg.start(receiver.server.serve)
+        config = make_config(
+            sim.url, [(receiver.apprise_url("json"), ["all"], fmt)], watches=watches, **sections
+        )
+        daemon = Daemon(
+            config,
+            settings
+            or Settings(parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key),
+        )
+        done = anyio.Event()
+
+        async def run_daemon(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            await daemon.run(handle_signals=False, task_status=task_status)
+            done.set()
+
+        await tg.start(run_daemon)
+        with anyio.fail_after(15):
+            await daemon.ready.wait()
+        try:
+            yield Env(world, sim, api, receiver, daemon)
+        finally:
+            daemon.request_stop()
+            with anyio.fail_after(15):
+                await done.wait()
+            tg.cancel_scope.cancel()
+
+
+def titles(received: list[Received]) -> list[str]:
+    """The titles of received text notifications."""
+    return [r.title for r in received]

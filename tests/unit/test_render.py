@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from watcher.core.diff import diff_group, diff_run
+from watcher.core.events import Event, WatchRef, WatchType, freeze
+from watcher.core.snapshots import FailedRun, GroupObservation, GroupSnapshot, RunSnapshot
+from watcher.core.statuses import Severity, Source
+from watcher.notify.render import render_json, render_text
+
+NOW = datetime(2026, 11, 22, 10, 0, 0, 123000, tzinfo=UTC)
+TRIGGER = WatchRef(WatchType.TRIGGER_RUN, "run_abc", "invoices", freeze({"team": "billing"}))
+GROUP = WatchRef(WatchType.PARALLEL_TASK_GROUP, "tgrp_1", "nightly-enrichment")
+
+
+def crash() -> Event:
+    return diff_run(
+        TRIGGER,
+        RunSnapshot(Source.TRIGGER, "run_abc", "EXECUTING"),
+        RunSnapshot(
+            Source.TRIGGER, "run_abc", "CRASHED", "u", "Out of memory", "send-invoice", ("prod",), 2
+        ),
+        observed_at=NOW,
+        url_template="https://cloud.trigger.dev/runs/{id}",
+    )[0]
+
+
+def test_run_message_title_and_body() -> None:
+    message = render_text([crash()])
+    assert message.title == "[CRASHED] send-invoice run_abc"
+    assert message.severity is Severity.FAILURE
+    body = message.body
+    assert "run_abc: EXECUTING → CRASHED" in body
+    assert "Error: Out of memory" in body
+    assert "Task send-invoice · attempt 2 · tags prod" in body
+    assert "Watch: invoices (trigger_run run_abc) · team=billing" in body
+    assert "https://cloud.trigger.dev/runs/run_abc" in body
+    assert "2026-11-22T10:00:00.123Z" in body
+
+
+def failures(n: int) -> list[Event]:
+    runs = tuple(FailedRun(f"trun_{i:02d}", f"error {i}", f"m{i}") for i in range(n))
+    before = GroupSnapshot("tgrp_1", True, n, freeze({"running": n}))
+    after = GroupSnapshot("tgrp_1", True, n, freeze({"failed": n}))
+    events = diff_group(GROUP, before, GroupObservation(after, runs), observed_at=NOW)
+    return [e for e in events if e.kind.value == "group.runs_failed"]
+
+
+def test_digest_of_many_failures_in_one_group() -> None:
+    message = render_text(failures(25))
+    assert message.title == "[FAILED] 25 runs failed in nightly-enrichment"
+    lines = message.body.splitlines()
+    assert lines[0] == "- trun_00: (new) → failed: error 0"
+    assert "(+5 more)" in lines
+    assert message.severity is Severity.FAILURE
+
+
+def test_group_finished_and_watch_error_titles() -> None:
+    before = GroupSnapshot("tgrp_1", True, 3, freeze({"running": 3}))
+    after = GroupSnapshot("tgrp_1", False, 3, freeze({"completed": 2, "failed": 1}), "3/3 done")
+    finished = diff_group(GROUP, before, GroupObservation(after), observed_at=NOW)[-1]
+    message = render_text([finished])
+    assert message.title == "[FINISHED] nightly-enrichment: completed 2, failed 1"
+    assert "Runs: 3 (completed 2, failed 1)" in message.body
+
+
+def test_json_body_is_the_event() -> None:
+    message = render_json(crash())
+    data = json.loads(message.body)
+    assert set(data) >= {
+        "event_id",
+        "kind",
+        "severity",
+        "source",
+        "watch",
+        "subject_id",
+        "from_status",
+        "to_status",
+        "observed_at",
+        "details",
+    }
+    assert data["kind"] == "run.status_changed"
+    assert data["source"] == "trigger"
+    assert data["watch"] == {
+        "type": "trigger_run",
+        "id": "run_abc",
+        "name": "invoices",
+        "labels": {"team": "billing"},
+    }
+    assert data["observed_at"] == "2026-11-22T10:00:00.123Z"
+    assert data["details"]["error"] == "Out of memory"

@@ -1,0 +1,5 @@
+"""``python -m watcher``."""
+
+from watcher.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The commands that act on a configuration: check-config, once, test-notify, run."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import anyio
+
+from watcher.cli.main import EXIT_FAILED, EXIT_OK
+from watcher.config.model import WatcherConfig
+from watcher.config.settings import Settings
+from watcher.core.statuses import Severity
+from watcher.daemon.app import Daemon, build_notifier_slots, check_credentials
+from watcher.notify.render import Message
+
+__all__ = ["check_config", "once", "run", "test_notify"]
+
+
+def check_config(config: WatcherConfig, settings: Settings, args: argparse.Namespace) -> int:
+    """Validate everything ``run`` would validate before it starts polling."""
+    check_credentials(config, settings)
+    slots = build_notifier_slots(config, str(args.config or settings.watcher_config))
+    types = Counter(w.type for w in config.watches)
+    print(f"config OK: {len(config.watches)} watches", end="")
+    if types:
+        print(" (" + ", ".join(f"{n} {t}" for t, n in sorted(types.items())) + ")", end="")
+    routes = (
+        "every notifier gets every event"
+        if config.routes is None
+        else f"{len(config.routes)} routes"
+    )
+    print(f", {len(slots)} notifiers, {routes}")
+    for slot in slots:
+        print(f"  notifier {slot.name} tags={sorted(slot.tags)} format={slot.format}")
+    return EXIT_OK
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def once(config: WatcherConfig, settings: Settings) -> int:
+    """Poll every watch once, print a table, exit 1 if any watch errored."""
+    daemon = Daemon(config, settings, slots=[])
+    rows = anyio.run(daemon.once)
+    table = [["WATCH", "NAME", "STATE", "DETAIL"]]
+    table += [[r.key, r.name, r.state, r.detail] for r in rows]
+    print(_table(table))
+    failed = [r for r in rows if r.state == "error"]
+    for row in failed:
+        print(f"error: {row.key}: {row.problem}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def test_notify(config: WatcherConfig, tags: list[str]) -> int:
+    """Send one test message to every notifier (or those with ``tags``); print each result."""
+    slots = build_notifier_slots(config)
+    if tags:
+        slots = [s for s in slots if s.tags & set(tags)]
+    if not slots:
+        print("no notifier matches" + (f" tags {', '.join(tags)}" if tags else ""))
+        return EXIT_FAILED
+    message = Message(
+        "[TEST] run-watcher test notification",
+        "If you can read this, run-watcher can reach this notifier.",
+        Severity.INFO,
+    )
+
+    async def send_all() -> list[tuple[str, bool, str, float]]:
+        results: list[tuple[str, bool, str, float]] = []
+
+        async def one(index: int) -> None:
+            result = await slots[index].notifier.send(message)
+            results.append(
+                (slots[index].name, result.ok, result.detail or result.status, result.elapsed)
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(slots)):
+                tg.start_soon(one, i)
+        return sorted(results)
+
+    failures = 0
+    for name, ok, detail, elapsed in anyio.run(send_all):
+        mark = "ok  " if ok else "FAIL"
+        print(f"{mark} {name} ({elapsed:.2f}s){'' if ok else ': ' + detail}")
+        failures += not ok
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def run(config: WatcherConfig, settings: Settings) -> int:
+    """Run the daemon until a signal stops it."""
+    daemon = Daemon(config, settings)
+    anyio.run(daemon.run)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""Configuration: the YAML file and the environment."""

@@ -1,0 +1,265 @@
+"""Diff two snapshots into events. Pure: no I/O, no clock, no randomness.
+
+The caller passes ``observed_at`` (when the new snapshot was taken) and, for
+links, a ``url_template`` with an ``{id}`` placeholder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_id
+from watcher.core.snapshots import GroupObservation, GroupSnapshot, RunSnapshot
+from watcher.core.statuses import ParallelStatus, Severity, Source, classify
+
+__all__ = ["counts_delta", "diff_group", "diff_run", "group_state", "link"]
+
+FAILED = ParallelStatus.FAILED.value
+
+
+def link(url_template: str | None, subject_id: str) -> str | None:
+    """Fill ``{id}`` in a dashboard URL template, if there is one."""
+    return url_template.replace("{id}", subject_id) if url_template else None
+
+
+def group_state(snapshot: GroupSnapshot) -> str:
+    """The group's state as a status word: ``active`` or ``inactive``."""
+    return "active" if snapshot.is_active else "inactive"
+
+
+def counts_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Per-status change between two count maps, zero entries left out."""
+    keys = sorted(set(before) | set(after))
+    return {
+        k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)
+    }
+
+
+def _run_details(run: RunSnapshot) -> dict[str, Any]:
+    details: dict[str, Any] = {"updated_at": run.updated_at}
+    if run.error_message:
+        details["error"] = run.error_message
+    if run.task:
+        # Trigger.dev names the task; Parallel only the processor that ran it.
+        details["task" if run.source is Source.TRIGGER else "processor"] = run.task
+    if run.tags:
+        details["tags"] = list(run.tags)
+    if run.attempt is not None:
+        details["attempt"] = run.attempt
+    if run.group_id:
+        details["group_id"] = run.group_id
+    return details
+
+
+def diff_run(
+    watch: WatchRef,
+    previous: RunSnapshot | None,
+    current: RunSnapshot,
+    *,
+    observed_at: datetime,
+    announce: bool = False,
+    url_template: str | None = None,
+) -> list[Event]:
+    """Events for one run going from ``previous`` to ``current``.
+
+    With no previous snapshot the observation is a silent baseline, unless
+    ``announce`` asks for it to be reported (``notify_initial``, or a run newly
+    discovered by a ``trigger_runs`` watch).
+    """
+    if previous is None and not announce:
+        return []
+    from_status = previous.status if previous is not None else None
+    if from_status == current.status:
+        return []
+    info = classify(current.source, current.status)
+    event_id = make_event_id(
+        watch.key,
+        current.run_id,
+        EventKind.RUN_STATUS_CHANGED,
+        from_status,
+        current.status,
+        current.updated_at,
+    )
+    details = _run_details(current)
+    if not info.known:
+        details["unknown_status"] = True
+    return [
+        Event(
+            event_id=event_id,
+            kind=EventKind.RUN_STATUS_CHANGED,
+            severity=info.severity,
+            source=current.source,
+            watch=watch,
+            subject_id=current.run_id,
+            from_status=from_status,
+            to_status=current.status,
+            observed_at=observed_at,
+            details=freeze(details),
+            url=link(url_template, current.run_id),
+        )
+    ]
+
+
+def diff_group(
+    watch: WatchRef,
+    previous: GroupSnapshot | None,
+    observation: GroupObservation,
+    *,
+    observed_at: datetime,
+    announce: bool = False,
+    url_template: str | None = None,
+    run_url_template: str | None = None,
+) -> list[Event]:
+    """Events for a task group between two polls.
+
+    Order: runs added, each newly failed run, the counts change, then the
+    group finishing or becoming active again.
+    """
+    current = observation.snapshot
+    gid = current.group_id
+    state = group_state(current)
+    url = link(url_template, gid)
+
+    def event(
+        kind: EventKind,
+        severity: Severity,
+        from_status: str | None,
+        details: dict[str, Any],
+        *id_parts: object,
+    ) -> Event:
+        return Event(
+            event_id=make_event_id(watch.key, gid, kind, *id_parts),
+            kind=kind,
+            severity=severity,
+            source=Source.PARALLEL,
+            watch=watch,
+            subject_id=gid,
+            from_status=from_status,
+            to_status=state,
+            observed_at=observed_at,
+            details=freeze(details),
+            url=url,
+        )
+
+    events: list[Event] = []
+    summary = {
+        "num_task_runs": current.num_task_runs,
+        "counts": dict(current.counts),
+        "status_message": current.status_message,
+        "modified_at": current.modified_at,
+    }
+
+    if previous is None:
+        if not announce:
+            return []
+        kind = EventKind.GROUP_FINISHED if not current.is_active else EventKind.GROUP_COUNTS_CHANGED
+        events.append(
+            event(
+                kind,
+                _finished_severity(current) if not current.is_active else Severity.INFO,
+                None,
+                summary,
+                "initial",
+                current.modified_at,
+            )
+        )
+        events.extend(_failed_run_events(watch, observation, observed_at, run_url_template))
+        return events
+
+    added = current.num_task_runs - previous.num_task_runs
+    if added > 0:
+        events.append(
+            event(
+                EventKind.GROUP_RUNS_ADDED,
+                Severity.INFO,
+                group_state(previous),
+                {**summary, "added": added, "previous_num_task_runs": previous.num_task_runs},
+                previous.num_task_runs,
+                current.num_task_runs,
+                current.modified_at,
+            )
+        )
+
+    events.extend(_failed_run_events(watch, observation, observed_at, run_url_template))
+
+    delta = counts_delta(previous.counts, current.counts)
+    if delta:
+        severity = Severity.WARNING if delta.get("action_required", 0) > 0 else Severity.INFO
+        counts_key = ",".join(f"{k}={v}" for k, v in sorted(current.counts.items()))
+        events.append(
+            event(
+                EventKind.GROUP_COUNTS_CHANGED,
+                severity,
+                group_state(previous),
+                {**summary, "previous_counts": dict(previous.counts), "delta": delta},
+                counts_key,
+                current.modified_at,
+            )
+        )
+
+    if previous.is_active and not current.is_active:
+        events.append(
+            event(
+                EventKind.GROUP_FINISHED,
+                _finished_severity(current),
+                "active",
+                summary,
+                current.num_task_runs,
+                current.modified_at,
+            )
+        )
+    elif not previous.is_active and current.is_active and previous.num_task_runs > 0:
+        events.append(
+            event(
+                EventKind.GROUP_REACTIVATED,
+                Severity.INFO,
+                "inactive",
+                summary,
+                current.num_task_runs,
+                current.modified_at,
+            )
+        )
+    return events
+
+
+def _finished_severity(snapshot: GroupSnapshot) -> Severity:
+    return Severity.FAILURE if snapshot.count(FAILED) > 0 else Severity.SUCCESS
+
+
+def _failed_run_events(
+    watch: WatchRef,
+    observation: GroupObservation,
+    observed_at: datetime,
+    run_url_template: str | None,
+) -> list[Event]:
+    """One event per failed run, so ids match however the runs were learned of."""
+    events: list[Event] = []
+    seen: set[str] = set()
+    gid = observation.snapshot.group_id
+    for run in observation.failed_runs:
+        if run.run_id in seen:
+            continue
+        seen.add(run.run_id)
+        details: dict[str, Any] = {"group_id": gid, "modified_at": run.modified_at}
+        if run.error_message:
+            details["error"] = run.error_message
+        events.append(
+            Event(
+                event_id=make_event_id(
+                    watch.key, run.run_id, EventKind.GROUP_RUNS_FAILED, FAILED, run.modified_at
+                ),
+                kind=EventKind.GROUP_RUNS_FAILED,
+                severity=Severity.FAILURE,
+                source=Source.PARALLEL,
+                watch=watch,
+                subject_id=run.run_id,
+                from_status=None,
+                to_status=FAILED,
+                observed_at=observed_at,
+                details=freeze(details),
+                url=link(run_url_template, run.run_id),
+            )
+        )
+    return events

@@ -1,0 +1,1 @@
+"""The running process: scheduling, polling, lifecycle, logging."""

@@ -1,0 +1,1 @@
+"""Routing, rendering and delivery of notifications."""

@@ -1,0 +1,119 @@
+"""Delivery through apprise: one ``Apprise`` object per configured notifier.
+
+apprise sends are blocking; they run in a worker thread so the event loop never
+waits on a slow SMTP server or webhook. The outcome is read per service from
+apprise 2.x's ``AppriseResult``; only the private form of the URL is ever shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+
+from watcher.notify.render import Message
+
+__all__ = ["AppriseNotifier", "DeliveryResult", "Notifier", "url_secrets"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of one send. ``detail`` is safe to log (no secrets)."""
+
+    ok: bool
+    status: str
+    detail: str = ""
+    elapsed: float = 0.0
+
+
+class Notifier(Protocol):
+    """The port the dispatcher sends through. ``name`` is safe to log."""
+
+    name: str
+
+    async def send(self, message: Message) -> DeliveryResult:
+        """Deliver ``message`` once (no retries)."""
+        ...
+
+
+def url_secrets(url: str) -> list[str]:
+    """Parts of an apprise URL that may be credentials, for log scrubbing."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    secrets = [url]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return secrets
+    if parts.password:
+        secrets.append(parts.password)
+    if parts.username and len(parts.username) >= 8:
+        secrets.append(parts.username)
+    candidates = [seg for seg in parts.path.split("/") if seg]
+    if parts.hostname and not any(c == "." for c in parts.hostname) and not parts.port:
+        # slack://T000/B000/XXXX style: the "host" is a token, not a host.
+        candidates.append(parts.netloc.rsplit("@", 1)[-1])
+    candidates += [v for _, v in parse_qsl(parts.query)]
+    secrets += [c for c in candidates if len(c) >= 8]
+    return secrets
+
+
+class AppriseNotifier:
+    """One apprise URL, sent to in a worker thread with apprise's own timeout."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        name: str | None = None,
+        scrub: Callable[[str], str] = lambda s: s,
+    ) -> None:
+        import apprise  # heavy: keep it off the import path of commands that do not send
+
+        self._timeout = timeout
+        self._scrub = scrub
+        asset = apprise.AppriseAsset(service_timeout=timeout, storage_mode="memory")
+        self._apprise: Any = apprise.Apprise(asset=asset)
+        if not self._apprise.add(url):
+            scheme = url.split("://", 1)[0] if "://" in url else "?"
+            raise ValueError(
+                f"not a valid apprise URL (scheme {scheme!r} unknown or URL malformed)"
+            )
+        plugin: Any = self._apprise[0]
+        self.private_url: str = plugin.url(privacy=True)
+        self.name = name or self.private_url
+
+    def _send_blocking(self, message: Message) -> DeliveryResult:
+        started = time.monotonic()
+        result = self._apprise.notify(
+            body=message.body,
+            title=message.title,
+            notify_type=message.severity.value,
+            body_format=message.body_format,
+            timeout=self._timeout,
+        )
+        with result:
+            ok = bool(result)
+            notes = []
+            for service in result:
+                logs = [e.message for e in service.logs() if e.level in ("ERROR", "WARNING")]
+                note = f"{service.name}: {service.status.name}"
+                if logs and not service:
+                    note += f" ({'; '.join(logs[-2:])})"
+                notes.append(note)
+            detail = self._scrub("; ".join(notes) or result.status.name)
+            return DeliveryResult(ok, result.status.name, detail[:500], time.monotonic() - started)
+
+    async def send(self, message: Message) -> DeliveryResult:
+        """Deliver once; a hung service is abandoned after the timeout (plus grace)."""
+        with anyio.move_on_after(self._timeout + 5.0):
+            return await anyio.to_thread.run_sync(
+                self._send_blocking, message, abandon_on_cancel=True
+            )
+        return DeliveryResult(
+            False, "TIMEOUT", f"no answer within {self._timeout:g}s", self._timeout
+        )

@@ -1,0 +1,54 @@
+"""Events as JSON: the ``format: json`` message body and the machine-readable record."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.core.events import Event
+
+__all__ = ["event_to_dict", "event_to_json", "rfc3339"]
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-11-22T10:00:00.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event in its documented JSON shape."""
+    return {
+        "event_id": event.event_id,
+        "kind": event.kind.value,
+        "severity": event.severity.value,
+        "source": event.source.value,
+        "watch": {
+            "type": event.watch.type.value,
+            "id": event.watch.id,
+            "name": event.watch.name,
+            "labels": dict(event.watch.labels),
+        },
+        "subject_id": event.subject_id,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "observed_at": rfc3339(event.observed_at),
+        "url": event.url,
+        "details": _plain(dict(event.details)),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings and tuples as JSON-ready dicts and lists."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return value
+
+
+def event_to_json(event: Event) -> str:
+    """The event as a compact JSON document."""
+    return json.dumps(event_to_dict(event), separators=(",", ":"), sort_keys=False)

@@ -1,0 +1,175 @@
+"""A small HTTP/1.1 server on anyio sockets and h11's state machine.
+
+The simulator and the webhook receiver need to misbehave on purpose: close a
+connection mid-body, drip bytes slowly, hang, stream server-sent events. A full
+framework hides exactly those controls; h11 (the sans-I/O protocol library
+under httpx) gives them for a few dozen lines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
+import h11
+from anyio.abc import SocketStream, TaskStatus
+
+__all__ = ["HttpServer", "Request", "Response", "json_response"]
+
+_MAX_BODY = 4 * 1024 * 1024
+_IDLE_TIMEOUT = 30.0
+
+
+@dataclass
+class Request:
+    """A parsed request. ``path`` is percent-decoded; ``raw_path`` is as sent."""
+
+    method: str
+    raw_path: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Response:
+    """A response; ``stream`` for chunked bodies, ``truncate_at``/``drip`` for faults."""
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    truncate_at: int | None = None
+    drip: float | None = None
+    hang: bool = False
+
+
+def json_response(
+    status: int, payload: bytes, headers: list[tuple[str, str]] | None = None
+) -> Response:
+    """A JSON response."""
+    return Response(status, [("content-type", "application/json"), *(headers or [])], payload)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HttpServer:
+    """Serve ``handler`` on a loopback port until the surrounding task group is cancelled."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.requests = 0
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report started, and serve forever."""
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        async with listener:
+            await listener.serve(self._connection)
+
+    async def _connection(self, stream: SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        async with stream:
+            try:
+                while True:
+                    request = await self._read_request(stream, conn)
+                    if request is None:
+                        return
+                    self.requests += 1
+                    response = await self.handler(request)
+                    keep = await self._send(stream, conn, response)
+                    if (
+                        not keep
+                        or conn.our_state is not h11.DONE
+                        or conn.their_state is not h11.DONE
+                    ):
+                        return
+                    conn.start_next_cycle()
+            except (
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                anyio.EndOfStream,
+                h11.ProtocolError,
+            ):
+                return
+
+    async def _read_request(self, stream: SocketStream, conn: h11.Connection) -> Request | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                with anyio.move_on_after(_IDLE_TIMEOUT):
+                    try:
+                        data = await stream.receive(65536)
+                    except anyio.EndOfStream:
+                        data = b""
+                    conn.receive_data(data)
+                    continue
+                return None
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > _MAX_BODY:
+                    return None
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                target = head.target.decode("latin-1")
+                parts = urlsplit(target)
+                return Request(
+                    method=head.method.decode(),
+                    raw_path=parts.path,
+                    path=unquote(parts.path),
+                    query=parse_qs(parts.query, keep_blank_values=True),
+                    headers={k.decode().lower(): v.decode("latin-1") for k, v in head.headers},
+                    body=bytes(body),
+                )
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _send(self, stream: SocketStream, conn: h11.Connection, response: Response) -> bool:
+        if response.hang:
+            await anyio.sleep(math.inf)
+        headers = [(k.encode(), v.encode()) for k, v in response.headers]
+        names = {k.lower() for k, _ in response.headers}
+        if response.stream is None and "content-length" not in names:
+            headers.append((b"content-length", str(len(response.body)).encode()))
+        await stream.send(conn.send(h11.Response(status_code=response.status, headers=headers)))
+        if response.stream is not None:
+            async for chunk in response.stream:
+                if chunk:
+                    await stream.send(conn.send(h11.Data(data=chunk)))
+            await stream.send(conn.send(h11.EndOfMessage()))
+            return True
+        body = response.body
+        if response.truncate_at is not None:
+            # Promise the whole body, send part of it, hang up: a reset mid-body.
+            await stream.send(conn.send(h11.Data(data=body[: response.truncate_at])))
+            return False
+        if response.drip is not None:
+            for i in range(len(body)):
+                await stream.send(conn.send(h11.Data(data=body[i : i + 1])))
+                await anyio.sleep(response.drip)
+        elif body:
+            await stream.send(conn.send(h11.Data(data=body)))
+        await stream.send(conn.send(h11.EndOfMessage()))
+        return True

@@ -1,0 +1,314 @@
+"""The simulated state of both providers, changed by scenarios, tests and the control API."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["Fault", "PGroup", "PRun", "TRun", "World"]
+
+_PARALLEL_ACTIVE = {"queued", "running", "cancelling"}
+_PARALLEL_DONE = {"completed", "failed", "cancelled"}
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class PRun:
+    """A Parallel task run."""
+
+    run_id: str
+    status: str
+    created_at: str
+    modified_at: str
+    group_id: str | None = None
+    error: str | None = None
+    processor: str = "core"
+
+    def to_json(self) -> dict[str, Any]:
+        """``TaskRun``."""
+        data: dict[str, Any] = {
+            "run_id": self.run_id,
+            "interaction_id": self.run_id,
+            "status": self.status,
+            "is_active": self.status in _PARALLEL_ACTIVE,
+            "processor": self.processor,
+            "metadata": {"customer": "secret-customer-data"},
+            "taskgroup_id": self.group_id,
+            "created_at": self.created_at,
+            "modified_at": self.modified_at,
+            "warnings": [],
+        }
+        if self.error:
+            data["error"] = {"ref_id": f"ref_{self.run_id}", "message": self.error, "detail": {}}
+        return data
+
+
+@dataclass
+class PGroup:
+    """A Parallel task group and its runs stream (terminal-state events, in order)."""
+
+    group_id: str
+    created_at: str
+    modified_at: str
+    runs: dict[str, PRun] = field(default_factory=dict)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    status_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def status_json(self) -> dict[str, Any]:
+        """``TaskGroupStatus``."""
+        counts: dict[str, int] = {}
+        for run in self.runs.values():
+            counts[run.status] = counts.get(run.status, 0) + 1
+        active = any(r.status in _PARALLEL_ACTIVE for r in self.runs.values())
+        done = sum(counts.get(s, 0) for s in _PARALLEL_DONE)
+        return {
+            "num_task_runs": len(self.runs),
+            "task_run_status_counts": counts,
+            "is_active": active,
+            "status_message": f"{done}/{len(self.runs)} runs done",
+            "modified_at": self.modified_at,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """``TaskGroupResponse``."""
+        return {
+            "taskgroup_id": self.group_id,
+            "status": self.status_json(),
+            "created_at": self.created_at,
+            "metadata": {"owner": "simulator"},
+        }
+
+
+@dataclass
+class TRun:
+    """A Trigger.dev run."""
+
+    id: str
+    task: str
+    status: str
+    created_at: str
+    updated_at: str
+    tags: list[str] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    delayed_until: str | None = None
+    is_test: bool = False
+
+    def to_json(self, *, legacy: bool, detail: bool) -> dict[str, Any]:
+        """``CommonRunObject``; with ``detail``, the retrieve endpoint's extras."""
+        status = self.status
+        if legacy:
+            status = {"DEQUEUED": "QUEUED", "WAITING": "FROZEN"}.get(status, status)
+        elif status == "INTERRUPTED":
+            status = "FAILED"
+        data: dict[str, Any] = {
+            "id": self.id,
+            "status": status,
+            "taskIdentifier": self.task,
+            "version": "20261122.1",
+            "isTest": self.is_test,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "tags": list(self.tags),
+            "costInCents": 0.01,
+            "baseCostInCents": 0.0025,
+            "durationMs": 1234,
+            "env": {"id": "env_sim", "name": "prod", "user": None},
+        }
+        if self.delayed_until:
+            data["delayedUntil"] = self.delayed_until
+        if detail:
+            data["payload"] = {"customer_email": "jane@example.com", "card": "4242424242424242"}
+            data["output"] = {"invoice": "INV-SECRET-OUTPUT"}
+            data["depth"] = 0
+            data["triggerFunction"] = "trigger"
+            data["relatedRuns"] = {}
+            data["attemptCount"] = len(self.errors)
+            last = next((e for e in reversed(self.errors) if e), None)
+            if legacy:
+                data["attempts"] = [
+                    {
+                        "id": f"attempt_{i}",
+                        "status": "FAILED" if err else "EXECUTING",
+                        "createdAt": self.created_at,
+                        "updatedAt": self.updated_at,
+                        **({"error": {"message": err, "name": "Error"}} if err else {}),
+                    }
+                    for i, err in enumerate(self.errors)
+                ]
+            elif last and status in {"FAILED", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT"}:
+                data["error"] = {"message": last, "name": "Error", "stackTrace": "Error: " + last}
+        return data
+
+
+@dataclass
+class Fault:
+    """Misbehaviour for requests whose path contains ``match``.
+
+    ``kind``: ``status`` (answer ``status`` with ``body``/``headers``),
+    ``hang`` (never answer), ``malformed`` (200 with broken JSON),
+    ``wrong_shape`` (200 with JSON of another shape), ``reset`` (close
+    mid-body), ``drip`` (send the body a byte at a time), ``refuse`` (close the
+    connection without answering). ``times=None`` lasts until cleared.
+    """
+
+    match: str
+    kind: str = "status"
+    status: int = 500
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+    times: int | None = None
+    hits: int = 0
+
+
+class World:
+    """Both providers' state. Every change stamps the affected objects with the time."""
+
+    def __init__(
+        self,
+        *,
+        parallel_key: str = "sim-parallel-key",
+        trigger_key: str = "sim-trigger-key",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.parallel_key = parallel_key
+        self.trigger_key = trigger_key
+        self.now = now
+        self.groups: dict[str, PGroup] = {}
+        self.parallel_runs: dict[str, PRun] = {}
+        self.trigger_runs: dict[str, TRun] = {}
+        self.faults: list[Fault] = []
+        self.requests: dict[str, int] = {}
+        self._seq = itertools.count(1)
+        self._run_seq = itertools.count(1)
+
+    # -- Parallel --------------------------------------------------------------------
+
+    def _stamp(self) -> str:
+        return _ts(self.now())
+
+    def add_group(self, group_id: str, runs: int = 0, *, status: str = "queued") -> PGroup:
+        """Create a task group, optionally with ``runs`` runs in ``status``."""
+        stamp = self._stamp()
+        group = PGroup(group_id, stamp, stamp)
+        self.groups[group_id] = group
+        self.add_group_runs(group_id, runs, status=status)
+        return group
+
+    def add_group_runs(self, group_id: str, count: int, *, status: str = "queued") -> list[str]:
+        """Add ``count`` runs to a group."""
+        group = self.groups[group_id]
+        stamp = self._stamp()
+        ids = []
+        for _ in range(count):
+            run_id = f"trun_{group_id.removeprefix('tgrp_')}_{next(self._run_seq):05d}"
+            run = PRun(run_id, status, stamp, stamp, group_id=group_id)
+            group.runs[run_id] = run
+            self.parallel_runs[run_id] = run
+            ids.append(run_id)
+        if count:
+            group.modified_at = stamp
+            self._group_status_event(group)
+        return ids
+
+    def add_parallel_run(self, run_id: str, status: str = "queued") -> PRun:
+        """A standalone Parallel task run."""
+        stamp = self._stamp()
+        run = PRun(run_id, status, stamp, stamp)
+        self.parallel_runs[run_id] = run
+        return run
+
+    def set_parallel_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Move a Parallel run to ``status`` (``error`` for failures)."""
+        run = self.parallel_runs[run_id]
+        run.status = status
+        run.error = error if status == "failed" else None
+        run.modified_at = self._stamp()
+        if run.group_id:
+            group = self.groups[run.group_id]
+            group.modified_at = run.modified_at
+            if status in _PARALLEL_DONE:
+                event_id = f"ev_{next(self._seq):08d}"
+                group.events.append((event_id, run.to_json()))
+            self._group_status_event(group)
+
+    def _group_status_event(self, group: PGroup) -> None:
+        event_id = f"ev_{next(self._seq):08d}"
+        group.status_events.append((event_id, group.status_json()))
+
+    def group_runs(self, group_id: str, status: str | None = None) -> list[str]:
+        """Ids of a group's runs, optionally only those in ``status``."""
+        return [
+            r.run_id
+            for r in self.groups[group_id].runs.values()
+            if status is None or r.status == status
+        ]
+
+    def progress_group(
+        self, group_id: str, count: int, status: str, error: str | None = None
+    ) -> list[str]:
+        """Move the first ``count`` active runs of a group to ``status``."""
+        active = [
+            r.run_id
+            for r in self.groups[group_id].runs.values()
+            if r.status in _PARALLEL_ACTIVE | {"action_required"}
+        ]
+        chosen = active[:count]
+        for run_id in chosen:
+            self.set_parallel_run(run_id, status, error)
+        return chosen
+
+    # -- Trigger.dev ---------------------------------------------------------------------
+
+    def add_trigger_run(
+        self,
+        run_id: str,
+        task: str,
+        status: str = "QUEUED",
+        *,
+        tags: list[str] | None = None,
+        created_at: datetime | None = None,
+    ) -> TRun:
+        """Create a Trigger.dev run."""
+        stamp = _ts(created_at) if created_at else self._stamp()
+        run = TRun(run_id, task, status, stamp, self._stamp(), tags=list(tags or []))
+        self.trigger_runs[run_id] = run
+        return run
+
+    def set_trigger_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Move a Trigger.dev run to ``status``; an ``error`` records a failed attempt."""
+        run = self.trigger_runs[run_id]
+        run.status = status
+        if status in {"EXECUTING", "REATTEMPTING"} or error:
+            if status == "EXECUTING" and (not run.errors or run.errors[-1] is not None):
+                run.errors.append(None)
+            elif error:
+                if run.errors and run.errors[-1] is None:
+                    run.errors[-1] = error
+                else:
+                    run.errors.append(error)
+        run.updated_at = self._stamp()
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> Fault:
+        """Inject a fault (first match wins)."""
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Remove every fault."""
+        self.faults.clear()
+
+    def take_fault(self, path: str) -> Fault | None:
+        """The fault that applies to ``path`` now, counting it."""
+        for fault in self.faults:
+            if fault.match in path and (fault.times is None or fault.hits < fault.times):
+                fault.hits += 1
+                return fault
+        return None

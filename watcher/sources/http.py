@@ -1,0 +1,241 @@
+"""The single I/O seam towards one upstream API: requests, timeouts, classification.
+
+Every request spends from the source's budget, runs under its concurrency cap and
+a total deadline (httpx's timeouts are per operation: a slow drip of bytes would
+never trip them), reads at most ``max_body`` bytes, and ends either in parsed
+JSON or in a :class:`~watcher.sources.errors.SourceError` whose problem the core
+understands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from watcher.core.health import Problem, ProblemKind
+from watcher.sources.errors import ResponseShapeError, SourceError
+from watcher.sources.gate import SourceGate, Ticket
+from watcher.sources.ratelimit import rate_counters, retry_after
+
+__all__ = ["HttpLimits", "StreamRead", "Upstream", "build_client"]
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Timeouts (seconds) and size caps for one upstream."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    total_timeout: float = 30.0
+    stream_timeout: float = 60.0
+    max_body: int = 8 * 1024 * 1024
+    max_connections: int = 10
+
+
+def build_client(
+    base_url: str,
+    headers: Mapping[str, str],
+    limits: HttpLimits,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """One shared client per upstream: keep-alive pool, timeouts, fixed headers."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=dict(headers),
+        timeout=httpx.Timeout(
+            limits.read_timeout, connect=limits.connect_timeout, pool=limits.total_timeout
+        ),
+        limits=httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_connections,
+        ),
+        follow_redirects=False,
+        transport=transport,
+        trust_env=False,
+    )
+
+
+@dataclass(slots=True)
+class StreamRead:
+    """What one read of a finite SSE stream produced.
+
+    ``problem`` is set when the stream broke after ``events`` were read: those
+    are complete events and safe to use; the rest is read again from the cursor.
+    """
+
+    events: list[ServerSentEvent] = field(default_factory=list)
+    truncated: bool = False
+    problem: Problem | None = None
+
+
+def _upstream_message(body: bytes) -> str | None:
+    """The error text an API put in its error body (Parallel, Trigger.dev, problem+json)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    for candidate in (error, payload.get("detail"), payload.get("title"), payload.get("message")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()[:200]
+    return None
+
+
+def classify_status(status: int, what: str, body: bytes, wait: float | None) -> Problem:
+    """Turn a non-200 answer into a problem the core understands."""
+    message = f"HTTP {status} from {what}"
+    detail = _upstream_message(body)
+    if detail:
+        message += f": {detail}"
+    if status in (401, 403):
+        return Problem(ProblemKind.AUTH_FAILED, message, status)
+    if status == 404:
+        return Problem(ProblemKind.NOT_FOUND, message, status)
+    if status == 429:
+        return Problem(ProblemKind.RATE_LIMITED, message, status, retry_after=wait)
+    if status in (408, 409) or status >= 500:
+        return Problem(ProblemKind.UNREACHABLE, message, status, retry_after=wait)
+    return Problem(ProblemKind.BAD_REQUEST, message, status)
+
+
+def _transport_problem(exc: Exception, what: str, total: float) -> Problem:
+    match exc:
+        case TimeoutError():
+            text = f"no complete response within {total:g}s"
+        case httpx.ConnectTimeout():
+            text = "connect timed out"
+        case httpx.TimeoutException():
+            text = "timed out waiting for data"
+        case httpx.ConnectError():
+            text = f"connection failed ({exc})"
+        case httpx.RemoteProtocolError():
+            text = f"connection closed mid-response ({exc})"
+        case httpx.HTTPError():
+            text = f"{type(exc).__name__} ({exc})"
+        case _:
+            text = type(exc).__name__
+    return Problem(ProblemKind.UNREACHABLE, f"{what}: {text}")
+
+
+class Upstream:
+    """Requests to one API through its shared client and gate."""
+
+    def __init__(
+        self,
+        name: str,
+        client: httpx.AsyncClient,
+        gate: SourceGate,
+        limits: HttpLimits,
+        *,
+        epoch: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.gate = gate
+        self.limits = limits
+        self._epoch = epoch
+        self.responses: dict[int, int] = {}
+
+    def _observe(self, response: httpx.Response) -> None:
+        self.responses[response.status_code] = self.responses.get(response.status_code, 0) + 1
+        counters = rate_counters(response.headers, self._epoch())
+        if counters.remaining is not None:
+            self.gate.observe(remaining=counters.remaining, reset_in=counters.reset_in)
+
+    async def _fail(self, response: httpx.Response, what: str) -> SourceError:
+        body = await _read_capped(response, _ERROR_BODY_LIMIT, what, truncate=True)
+        wait = None
+        if response.status_code in (429, 503):
+            wait = retry_after(response.headers, body, self._epoch())
+        if response.status_code == 429:
+            # The SDK's own rule: wait for the reset, plus up to a second of jitter upstream.
+            self.gate.block(wait if wait is not None else 1.0)
+        return SourceError(classify_status(response.status_code, what, body, wait))
+
+    async def get_json(self, path: str, params: Mapping[str, str], ticket: Ticket) -> Any:
+        """GET ``path`` and return its JSON body."""
+        what = f"GET {path}"
+        await ticket.spend()
+        async with self.gate.limiter:
+            try:
+                with anyio.fail_after(self.limits.total_timeout):
+                    async with self.client.stream("GET", path, params=params) as response:
+                        self._observe(response)
+                        if response.status_code != 200:
+                            raise await self._fail(response, what)
+                        body = await _read_capped(response, self.limits.max_body, what)
+            except SourceError:
+                raise
+            except (TimeoutError, httpx.HTTPError) as exc:
+                raise SourceError(
+                    _transport_problem(exc, what, self.limits.total_timeout)
+                ) from None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ResponseShapeError(f"{what}: malformed JSON ({exc})") from None
+
+    async def read_stream(
+        self, path: str, params: Mapping[str, str], ticket: Ticket, *, max_events: int
+    ) -> StreamRead:
+        """Read a finite SSE stream to its end, or up to ``max_events`` events."""
+        what = f"GET {path}"
+        result = StreamRead()
+        await ticket.spend()
+        async with self.gate.limiter:
+            try:
+                with anyio.fail_after(self.limits.stream_timeout):
+                    async with self.client.stream(
+                        "GET", path, params=params, headers={"accept": "text/event-stream"}
+                    ) as response:
+                        self._observe(response)
+                        if response.status_code != 200:
+                            raise await self._fail(response, what)
+                        async for sse in EventSource(response).aiter_sse():
+                            result.events.append(sse)
+                            if len(result.events) >= max_events:
+                                result.truncated = True
+                                break
+                            if response.num_bytes_downloaded > self.limits.max_body:
+                                result.truncated = True
+                                break
+            except SourceError:
+                raise
+            except SSEError as exc:
+                raise ResponseShapeError(f"{what}: not an event stream ({exc})") from None
+            except (TimeoutError, httpx.HTTPError) as exc:
+                problem = _transport_problem(exc, what, self.limits.stream_timeout)
+                if not result.events:
+                    raise SourceError(problem) from None
+                result.problem = problem
+        return result
+
+
+async def _read_capped(
+    response: httpx.Response, limit: int, what: str, *, truncate: bool = False
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                chunks.append(chunk[: limit - (size - len(chunk))])
+                break
+            raise ResponseShapeError(f"{what}: response larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,106 @@
+"""Trigger.dev response models and their parsing into snapshots.
+
+Covers both the current API version (top-level ``error``, ``attemptCount``) and
+the legacy one (``attempts[].error``). ``payload`` and ``output`` may hold
+customer data; they are not modelled, so they never reach an event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from watcher.core.snapshots import RunSnapshot
+from watcher.core.statuses import Source
+from watcher.sources.errors import validate
+
+__all__ = ["ListRunsResponse", "RunObject", "parse_list", "parse_run"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class SerializedError(_Model):
+    """``SerializedError``: ``message``, ``name``, ``stackTrace``."""
+
+    message: str | None = None
+    name: str | None = None
+
+
+class Attempt(_Model):
+    """One attempt of a run (legacy API versions)."""
+
+    status: str | None = None
+    error: SerializedError | None = None
+
+
+class RunObject(_Model):
+    """``CommonRunObject`` plus the retrieve-only fields the watcher reads."""
+
+    id: str
+    status: str
+    task_identifier: str | None = Field(default=None, alias="taskIdentifier")
+    updated_at: str | None = Field(default=None, alias="updatedAt")
+    delayed_until: datetime | None = Field(default=None, alias="delayedUntil")
+    tags: list[str] = Field(default_factory=list)
+    error: SerializedError | None = None
+    attempt_count: int | None = Field(default=None, alias="attemptCount")
+    attempts: list[Attempt | None] | None = None
+
+
+class Pagination(_Model):
+    """List pagination cursors."""
+
+    next: str | None = None
+    previous: str | None = None
+
+
+class ListRunsResponse(_Model):
+    """``GET /api/v1/runs``."""
+
+    data: list[RunObject]
+    pagination: Pagination = Field(default_factory=Pagination)
+
+
+def _error_message(run: RunObject) -> str | None:
+    error = run.error
+    if error is None and run.attempts:
+        failed = [a.error for a in run.attempts if a is not None and a.error is not None]
+        error = failed[-1] if failed else None
+    if error is None or not error.message:
+        return None
+    if error.name and error.name != "Error":
+        return f"{error.name}: {error.message}"
+    return error.message
+
+
+def snapshot(run: RunObject) -> RunSnapshot:
+    """The snapshot of a parsed run object."""
+    attempt = run.attempt_count
+    if attempt is None and run.attempts is not None:
+        attempt = len(run.attempts)
+    return RunSnapshot(
+        source=Source.TRIGGER,
+        run_id=run.id,
+        status=run.status,
+        updated_at=run.updated_at,
+        error_message=_error_message(run),
+        task=run.task_identifier,
+        tags=tuple(run.tags),
+        attempt=attempt,
+        delayed_until=run.delayed_until,
+    )
+
+
+def parse_run(data: Any, what: str) -> RunSnapshot:
+    """Parse ``GET /api/v3/runs/{runId}``."""
+    return snapshot(validate(RunObject, data, what))
+
+
+def parse_list(data: Any, what: str) -> tuple[list[RunSnapshot], str | None]:
+    """Parse one page of ``GET /api/v1/runs``: its runs and the next cursor."""
+    page = validate(ListRunsResponse, data, what)
+    return [snapshot(r) for r in page.data], page.pagination.next
