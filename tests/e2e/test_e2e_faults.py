@@ -117,3 +117,24 @@ async def test_wrong_shape_and_unknown_status_never_crash() -> None:
     hibernating = next(e for e in events if e["to_status"] == "HIBERNATING")
     assert hibernating["severity"] == "warning"
     assert hibernating["details"]["unknown_status"] is True
+
+
+async def test_group_counts_still_flow_when_the_runs_stream_is_missing() -> None:
+    def group(world: World) -> None:
+        world.add_group("tgrp_x", 3, status="running")
+
+    async with running([{"type": "parallel_task_group", "id": "tgrp_x"}], setup=group) as env:
+        env.world.add_fault(Fault(match="/tasks/groups/tgrp_x/runs", status=404))
+        (failed,) = env.world.progress_group("tgrp_x", 1, "failed", "boom")
+        events = await env.wait_until(
+            lambda evs: bool(of_kind(evs, "group.counts_changed", "tgrp_x"))
+        )
+        env.world.clear_faults()
+        events = await env.wait_until(lambda evs: bool(of_kind(evs, "group.runs_failed", "tgrp_x")))
+        events = await env.settle(0.5)
+    kinds = [e["kind"] for e in events]
+    assert kinds == ["watch.error", "group.counts_changed", "watch.recovered", "group.runs_failed"]
+    assert events[0]["to_status"] == "not_found"
+    assert "/tasks/groups/tgrp_x/runs" in events[0]["details"]["message"]
+    assert events[1]["severity"] == "failure"
+    assert events[3]["subject_id"] == failed

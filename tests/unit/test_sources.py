@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+import anyio
 import httpx
 import pytest
 
@@ -276,6 +277,45 @@ async def test_stream_broken_mid_event_keeps_complete_events_and_cursor() -> Non
     read = await client.failed_runs("tgrp_1", None, ticket(client))
     assert [r.run_id for r in read.runs] == ["trun_b"]
     assert read.cursor == "ev_2"
+    assert not read.complete
+
+
+class _OpenStream(httpx.AsyncByteStream):
+    """Sends its events, then keeps the connection open without a word."""
+
+    def __init__(self, good: bytes) -> None:
+        self.good = good
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.good
+        await anyio.sleep(3600)
+
+
+async def test_a_stream_left_open_ends_once_the_expected_failures_are_read() -> None:
+    good = sse([failed("trun_b", "ev_2"), failed("trun_c", "ev_3")])
+    client = parallel(
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=_OpenStream(good)
+        )
+    )
+    with anyio.fail_after(1.0):
+        read = await client.failed_runs("tgrp_1", None, ticket(client), expect=2)
+    assert [r.run_id for r in read.runs] == ["trun_b", "trun_c"]
+    assert read.cursor == "ev_3"
+
+
+async def test_a_stream_left_open_with_fewer_failures_ends_at_the_idle_timeout() -> None:
+    good = sse([failed("trun_b", "ev_2")])
+    limits = HttpLimits(total_timeout=5.0, stream_timeout=5.0, stream_idle_timeout=0.3)
+    client = parallel(
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=_OpenStream(good)
+        ),
+        limits,
+    )
+    with anyio.fail_after(2.0):
+        read = await client.failed_runs("tgrp_1", None, ticket(client), expect=5)
+    assert [r.run_id for r in read.runs] == ["trun_b"]
     assert not read.complete
 
 

@@ -194,3 +194,27 @@ def test_discovery_prunes_on_complete_pass_and_respects_watched() -> None:
     # An incomplete pass never forgets.
     state = step_discovery(step.state, Listing((), complete=False), ctx(DISCOVERY)).state
     assert state.seen == frozenset({"run_a"})
+
+
+def test_group_status_still_applies_when_its_runs_stream_fails() -> None:
+    state = step_group(
+        new_watch_state(POLICY), GroupObservation(gsnap(running=3)), ctx(GROUP)
+    ).state
+    stream_404 = Problem(
+        ProblemKind.NOT_FOUND, "HTTP 404 from GET /v1/tasks/groups/tgrp_1/runs", 404
+    )
+    step = step_group(state, GroupObservation(gsnap(running=2, failed=1)), ctx(GROUP), stream_404)
+    kinds = [e.kind for e in step.events]
+    assert kinds == [EventKind.WATCH_ERROR, EventKind.GROUP_COUNTS_CHANGED]
+    counts = step.events[1]
+    assert counts.severity.value == "failure"  # an unnamed failure still pages
+    assert step.state.known_failed == 0
+    assert step.delay is not None
+    assert step.delay <= POLICY.min_interval  # the group itself answers: no error backoff
+    # The stream comes back: the failure is named, the problem clears.
+    step = step_group(
+        step.state,
+        GroupObservation(gsnap(running=2, failed=1), (FailedRun("trun_x", "boom"),), "ev_1", True),
+        ctx(GROUP),
+    )
+    assert [e.kind for e in step.events] == [EventKind.WATCH_RECOVERED, EventKind.GROUP_RUNS_FAILED]

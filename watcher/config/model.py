@@ -287,6 +287,7 @@ class ParallelSourceConfig(_SourceBase):
     group_url: str | None = None
     max_stream_events: int = Field(default=10_000, ge=1)
     stream_timeout: PositiveDuration = 60.0
+    stream_idle_timeout: PositiveDuration = 5.0
 
 
 class TriggerSourceConfig(_SourceBase):

@@ -186,7 +186,14 @@ def diff_group(
 
     delta = counts_delta(previous.counts, current.counts)
     if delta:
-        severity = Severity.WARNING if delta.get("action_required", 0) > 0 else Severity.INFO
+        named = len({r.run_id for r in observation.failed_runs})
+        if delta.get(FAILED, 0) > named:
+            # Failures the runs stream has not named (yet): the count must page on its own.
+            severity = Severity.FAILURE
+        elif delta.get("action_required", 0) > 0:
+            severity = Severity.WARNING
+        else:
+            severity = Severity.INFO
         counts_key = ",".join(f"{k}={v}" for k, v in sorted(current.counts.items()))
         events.append(
             event(

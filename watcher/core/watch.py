@@ -178,10 +178,25 @@ def needs_failed_runs(state: WatchState, snapshot: GroupSnapshot) -> bool:
     return snapshot.count(ParallelStatus.FAILED) > state.known_failed
 
 
-def step_group(state: WatchState, observation: GroupObservation, ctx: StepContext) -> Step:
-    """Apply one successful poll of a task group (status, plus failed runs read)."""
-    health, cleared = on_success(state.health)
-    events = _recovered(ctx, health, cleared)
+def step_group(
+    state: WatchState,
+    observation: GroupObservation,
+    ctx: StepContext,
+    stream_problem: Problem | None = None,
+) -> Step:
+    """Apply one poll of a task group (status, plus the failed runs read).
+
+    When the group answered but its runs stream did not (``stream_problem``),
+    the status is still applied, and the stream's problem counts towards the
+    watch's health: failures are then only known by number, not by name.
+    """
+    events: list[Event]
+    if stream_problem is None:
+        health, cleared = on_success(state.health)
+        events = _recovered(ctx, health, cleared)
+    else:
+        health, report = on_failure(state.health, stream_problem, ctx.error_threshold)
+        events = [_problem_event(ctx, health, stream_problem)] if report is not None else []
     previous = state.snapshot if isinstance(state.snapshot, GroupSnapshot) else None
     current = observation.snapshot
     events += diff_group(

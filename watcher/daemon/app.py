@@ -177,6 +177,7 @@ class Daemon:
                 read_timeout=cfg.parallel.timeout,
                 total_timeout=cfg.parallel.total_timeout,
                 stream_timeout=cfg.parallel.stream_timeout,
+                stream_idle_timeout=cfg.parallel.stream_idle_timeout,
                 max_connections=cfg.parallel.max_concurrency,
             )
             client = await stack.enter_async_context(

@@ -17,9 +17,10 @@ from watcher.config.model import (
 )
 from watcher.core.diff import diff_run
 from watcher.core.events import Event, WatchType
+from watcher.core.health import Problem
 from watcher.core.schedule import SchedulePolicy, initial_state
 from watcher.core.snapshots import GroupObservation, RunSnapshot
-from watcher.core.statuses import Source, classify
+from watcher.core.statuses import ParallelStatus, Source, classify
 from watcher.core.watch import (
     DiscoveryState,
     Listing,
@@ -189,6 +190,7 @@ class Watcher:
         await self._apply(rt, step)
 
     async def _fetch_and_step(self, rt: WatchRuntime, ticket: Ticket) -> Step:
+        stream_problem: Problem | None = None
         try:
             if rt.kind is Kind.GROUP:
                 assert self.parallel is not None
@@ -197,8 +199,25 @@ class Watcher:
                 state = rt.state
                 assert isinstance(state, WatchState)
                 if needs_failed_runs(state, snapshot):
-                    read = await self.parallel.failed_runs(rt.subject_id, state.cursor, ticket)
-                    observation = GroupObservation(snapshot, read.runs, read.cursor, streamed=True)
+                    try:
+                        read = await self.parallel.failed_runs(
+                            rt.subject_id,
+                            state.cursor,
+                            ticket,
+                            expect=snapshot.count(ParallelStatus.FAILED) - state.known_failed,
+                        )
+                    except SourceError as exc:
+                        stream_problem = exc.problem
+                        log.warning(
+                            "group status read, but its failed-runs stream failed",
+                            watch=rt.key,
+                            problem=exc.problem.kind.value,
+                            error=exc.problem.message,
+                        )
+                    else:
+                        observation = GroupObservation(
+                            snapshot, read.runs, read.cursor, streamed=True
+                        )
                 outcome: RunSnapshot | GroupObservation = observation
             elif rt.source is Source.PARALLEL:
                 assert self.parallel is not None
@@ -224,7 +243,7 @@ class Watcher:
         assert isinstance(state, WatchState)
         rt.last_ok_at = self.clock.now()
         if isinstance(outcome, GroupObservation):
-            return step_group(state, outcome, self._context(rt))
+            return step_group(state, outcome, self._context(rt), stream_problem)
         if not classify(outcome.source, outcome.status).known:
             log.warning(
                 "unknown status value kept as is",

@@ -37,6 +37,7 @@ class HttpLimits:
     read_timeout: float = 15.0
     total_timeout: float = 30.0
     stream_timeout: float = 60.0
+    stream_idle_timeout: float = 5.0
     max_body: int = 8 * 1024 * 1024
     max_connections: int = 10
 
@@ -190,29 +191,60 @@ class Upstream:
             raise ResponseShapeError(f"{what}: malformed JSON ({exc})") from None
 
     async def read_stream(
-        self, path: str, params: Mapping[str, str], ticket: Ticket, *, max_events: int
+        self,
+        path: str,
+        params: Mapping[str, str],
+        ticket: Ticket,
+        *,
+        max_events: int,
+        enough: Callable[[ServerSentEvent], bool] = lambda _: False,
     ) -> StreamRead:
-        """Read a finite SSE stream to its end, or up to ``max_events`` events."""
+        """Read an SSE stream until it ends, ``enough(event)`` says so, or ``max_events``.
+
+        A stream that stays open with nothing more to say ends the read after
+        ``stream_idle_timeout`` without a new byte.
+        """
         what = f"GET {path}"
         result = StreamRead()
         await ticket.spend()
+        timeout = httpx.Timeout(
+            self.limits.stream_idle_timeout,
+            connect=self.limits.connect_timeout,
+            pool=self.limits.total_timeout,
+        )
         async with self.gate.limiter:
             try:
                 with anyio.fail_after(self.limits.stream_timeout):
                     async with self.client.stream(
-                        "GET", path, params=params, headers={"accept": "text/event-stream"}
+                        "GET",
+                        path,
+                        params=params,
+                        headers={"accept": "text/event-stream"},
+                        timeout=timeout,
                     ) as response:
                         self._observe(response)
                         if response.status_code != 200:
                             raise await self._fail(response, what)
-                        async for sse in EventSource(response).aiter_sse():
-                            result.events.append(sse)
-                            if len(result.events) >= max_events:
-                                result.truncated = True
-                                break
-                            if response.num_bytes_downloaded > self.limits.max_body:
-                                result.truncated = True
-                                break
+                        events = EventSource(response).aiter_sse()
+                        try:
+                            while True:
+                                # An idle deadline per event, whatever the transport does.
+                                with anyio.fail_after(self.limits.stream_idle_timeout):
+                                    sse = await anext(events, None)
+                                if sse is None:
+                                    break
+                                result.events.append(sse)
+                                if enough(sse):
+                                    break
+                                if (
+                                    len(result.events) >= max_events
+                                    or response.num_bytes_downloaded > self.limits.max_body
+                                ):
+                                    result.truncated = True
+                                    break
+                        finally:
+                            with anyio.CancelScope(shield=True):
+                                await events.aclose()
             except SourceError:
                 raise
             except SSEError as exc:

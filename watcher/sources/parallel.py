@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from httpx_sse import ServerSentEvent
+
 from watcher.core.health import Problem, ProblemKind
 from watcher.core.ids import path_segment
 from watcher.core.snapshots import FailedRun, GroupSnapshot, RunSnapshot
+from watcher.core.statuses import ParallelStatus
 from watcher.sources.errors import SourceError
 from watcher.sources.gate import Ticket
 from watcher.sources.http import Upstream
@@ -51,35 +54,41 @@ class ParallelClient:
         return parse_run(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
 
     async def failed_runs(
-        self, group_id: str, cursor: str | None, ticket: Ticket
+        self, group_id: str, cursor: str | None, ticket: Ticket, *, expect: int | None = None
     ) -> FailedRunsRead:
         """Read the group's runs stream with ``status=failed`` after ``cursor``.
 
-        A stream that breaks mid-way still yields the complete events before the
-        break, with the cursor after the last of them.
+        Stops at the end of the stream or once ``expect`` failed runs have been
+        read (a server may keep the stream open). A stream that breaks mid-way
+        still yields the complete events before the break, with the cursor after
+        the last of them.
         """
         path = f"{self.prefix}/tasks/groups/{path_segment(group_id)}/runs"
         what = f"GET {path}"
         params = {"status": "failed"}
         if cursor:
             params["last_event_id"] = cursor
-        read = await self.upstream.read_stream(
-            path, params, ticket, max_events=self.max_stream_events
-        )
         runs: list[FailedRun] = []
-        for sse in read.events:
+        stream_error: str | None = None
+
+        def take(sse: ServerSentEvent) -> bool:
+            nonlocal cursor, stream_error
             try:
                 parsed = parse_run_event(sse.data, what)
             except StreamErrorEvent as exc:
-                if runs:
-                    break
-                raise SourceError(Problem(ProblemKind.UNREACHABLE, str(exc))) from None
-            if parsed is None:
-                continue
-            event_id, run = parsed
-            cursor = event_id or sse.id or cursor
-            if isinstance(run, RunSnapshot) and run.status == "failed":
-                runs.append(failed_run(run))
-        return FailedRunsRead(
-            tuple(runs), cursor, complete=not read.truncated and read.problem is None
+                stream_error = str(exc)
+                return True
+            if parsed is not None:
+                event_id, run = parsed
+                cursor = event_id or sse.id or cursor
+                if run.status == ParallelStatus.FAILED:
+                    runs.append(failed_run(run))
+            return expect is not None and len(runs) >= expect
+
+        read = await self.upstream.read_stream(
+            path, params, ticket, max_events=self.max_stream_events, enough=take
         )
+        if stream_error is not None and not runs:
+            raise SourceError(Problem(ProblemKind.UNREACHABLE, stream_error))
+        complete = not read.truncated and read.problem is None and stream_error is None
+        return FailedRunsRead(tuple(runs), cursor, complete=complete)

@@ -118,7 +118,7 @@ class StreamErrorEvent(Exception):
     """The stream itself reported an error (an ``error`` event)."""
 
 
-def parse_run_event(data: str, what: str) -> tuple[str | None, FailedRun | RunSnapshot] | None:
+def parse_run_event(data: str, what: str) -> tuple[str | None, RunSnapshot] | None:
     """Parse one SSE ``data`` payload of a runs stream.
 
     Returns ``(event_id, run)`` for ``task_run.state``, ``None`` for event types
