@@ -36,7 +36,14 @@ class SourceScheduler:
     """Timer heap + ready queue + workers for one upstream."""
 
     def __init__(
-        self, name: str, gate: SourceGate, poll: PollFn, *, workers: int, clock: Clock
+        self,
+        name: str,
+        gate: SourceGate,
+        poll: PollFn,
+        *,
+        workers: int,
+        clock: Clock,
+        report_after: float = _STARVED_REPORT_AFTER,
     ) -> None:
         self.name = name
         self.gate = gate
@@ -47,6 +54,7 @@ class SourceScheduler:
         self._timers: list[tuple[float, int, WatchRuntime, int]] = []
         self._ready: list[tuple[int, float, int, WatchRuntime, int]] = []
         self._wakeup = anyio.Event()
+        self._report_after = report_after
         self._starved_since: float | None = None
         self._starved_reported_at: float | None = None
         self.busy = 0
@@ -112,9 +120,7 @@ class SourceScheduler:
             return
         waited = now - self._starved_since
         last = self._starved_reported_at
-        if waited >= _STARVED_REPORT_AFTER and (
-            last is None or now - last >= _STARVED_REPORT_EVERY
-        ):
+        if waited >= self._report_after and (last is None or now - last >= _STARVED_REPORT_EVERY):
             self._starved_reported_at = now
             active = sum(1 for item in self._ready if item[0] == 0)
             log.warning(
