@@ -47,7 +47,9 @@ class Env:
     ) -> list[dict[str, Any]]:
         """Wait until ``predicate(events)`` holds."""
         with anyio.fail_after(within):
-            await self.receiver.wait_until(lambda received: predicate([r.event for r in received]))
+            await self.receiver.wait_until(
+                lambda received: predicate([e for r in received for e in r.events])
+            )
         return self.receiver.events()
 
 
@@ -64,6 +66,9 @@ def make_config(
         "notifiers": [
             {"url": url, "tags": tags, "format": fmt} for url, tags, fmt in notifier_urls
         ],
+        # No grouping delays unless a test asks for them: latency-sensitive assertions.
+        # No grouping delays unless a test asks for them: latency-sensitive assertions.
+        "notifications": {"group_wait": "0s", "group_interval": "0s"},
         "delivery": {
             "initial_backoff": "50ms",
             "max_backoff": "200ms",

@@ -107,7 +107,7 @@ def test_duplicate_watch_and_unknown_route_tag() -> None:
     msgs = problems(
         "notifiers: [{url: 'json://x', tags: [a]}]\nroutes: [{match: {}, notify: [b]}]\n"
     )
-    assert "routes[0].notify: no notifier has tag 'b'" in msgs[0]
+    assert "routes[0]: no notifier has tag 'b'" in msgs[0]
 
 
 def test_route_match_fields_and_values_are_checked() -> None:

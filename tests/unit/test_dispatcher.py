@@ -1,30 +1,51 @@
-"""Routing and per-notifier delivery with a fake notifier behind the Notifier port."""
+"""Routing, grouping, rate limits, retries, reminders: the pipeline with fake notifiers.
+
+The fake notifiers stand behind the Notifier port; the end-to-end tests use real
+receivers (HTTP and SMTP) instead.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 import structlog
 
-from watcher.core.events import Event, EventKind, WatchRef, WatchType
-from watcher.core.routing import Route
+from watcher.clock import SystemClock
+from watcher.config.loader import parse_config
+from watcher.config.notifications import build_routes
+from watcher.core.budget import BudgetPolicy
+from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
+from watcher.core.routing import RouteNode, RouteSettings
 from watcher.core.statuses import Severity, Source
 from watcher.notify.apprise_sender import DeliveryResult
-from watcher.notify.dispatcher import DeliveryPolicy, Dispatcher, NotifierSlot
+from watcher.notify.channel import DeliveryPolicy, NotifierChannel
+from watcher.notify.dispatcher import Dispatcher
 from watcher.notify.render import Message
+from watcher.notify.templates import MessageRenderer
 
 pytestmark = pytest.mark.anyio
 
+T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
+FAST = DeliveryPolicy(
+    max_attempts=3, retry_for=5.0, initial_backoff=0.01, max_backoff=0.02, queue_size=50_000
+)
+OPEN = BudgetPolicy(rate=10_000, burst=10_000)
+
 
 class FakeNotifier:
+    """Records messages; can fail its first N sends or be slow."""
+
     def __init__(self, name: str, fail_first: int = 0, delay: float = 0.0) -> None:
         self.name = name
         self.fail_first = fail_first
         self.delay = delay
         self.messages: list[Message] = []
         self.attempts = 0
+        self.changed = anyio.Event()
 
     async def send(self, message: Message) -> DeliveryResult:
         self.attempts += 1
@@ -33,121 +54,255 @@ class FakeNotifier:
             self.fail_first -= 1
             return DeliveryResult(False, "FAILURE", "HTTP 500")
         self.messages.append(message)
+        self.changed.set()
+        self.changed = anyio.Event()
         return DeliveryResult(True, "SUCCESS")
 
+    async def wait_for(self, count: int) -> None:
+        while len(self.messages) < count:
+            await self.changed.wait()
 
-def event(i: int, severity: Severity = Severity.FAILURE, watch: str = "run_a") -> Event:
+
+def channel(
+    notifier: FakeNotifier, tags: Sequence[str] = (), fmt: str = "text", rate: BudgetPolicy = OPEN
+) -> NotifierChannel:
+    return NotifierChannel(
+        notifier, frozenset(tags), MessageRenderer(fmt=fmt), rate, FAST, SystemClock()
+    )  # type: ignore[arg-type]
+
+
+def event(
+    i: int,
+    severity: Severity = Severity.FAILURE,
+    watch: str = "run_a",
+    kind: EventKind = EventKind.RUN_STATUS_CHANGED,
+    to: str = "FAILED",
+) -> Event:
     return Event(
-        f"evt_{i}",
-        EventKind.RUN_STATUS_CHANGED,
+        f"evt_{watch}_{i}",
+        kind,
         severity,
         Source.TRIGGER,
-        WatchRef(WatchType.TRIGGER_RUN, watch),
-        watch,
+        WatchRef(WatchType.TRIGGER_RUN, watch, watch, freeze({"team": "data"})),
+        f"{watch}_sub{i}",
         "EXECUTING",
-        "FAILED",
-        datetime(2026, 1, 1, tzinfo=UTC),
+        to,
+        T0,
     )
 
 
-POLICY = DeliveryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02, queue_size=100)
+def routes(yaml: str = "", **defaults: object) -> tuple[RouteNode, ...]:
+    notifiers = "notifiers: [{url: json://a, tags: [oncall]}, {url: json://b, tags: [audit]}, {url: json://c, tags: [email]}]\n"
+    notifications = "notifications: {group_wait: 0s, group_interval: 0s}\n" if not defaults else ""
+    config = parse_config(notifiers + notifications + yaml)
+    return build_routes(config.routes, config.notifications)
 
 
-async def run_events(dispatcher: Dispatcher, events: list[Event]) -> None:
-    send, receive = anyio.create_memory_object_stream[Event](100)
+async def run(dispatcher: Dispatcher, events: Sequence[Event], settle: float = 0.2) -> None:
+    send, receive = anyio.create_memory_object_stream[Event](100_000)
     async with anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.run, receive)
         async with send:
             for e in events:
                 await send.send(e)
+            await anyio.sleep(settle)
 
 
-async def test_routes_pick_notifiers_by_tag() -> None:
+async def test_routes_pick_notifiers_and_each_gets_an_event_once() -> None:
     oncall, audit = FakeNotifier("oncall"), FakeNotifier("audit")
-    routes = [
-        Route({"severity": frozenset({"failure"})}, ("oncall",), continue_=True),
-        Route({}, ("audit",)),
+    tree = routes(
+        """
+routes:
+  - {match: {severity: failure}, notify: [oncall], continue: true}
+  - {match: {severity: failure}, notify: [oncall, audit], continue: true}
+  - {match: {}, notify: [audit]}
+"""
+    )
+    dispatcher = Dispatcher(
+        tree, [channel(oncall, ["oncall"]), channel(audit, ["audit"])], SystemClock()
+    )
+    await run(dispatcher, [event(1, watch="run_a"), event(2, Severity.SUCCESS, watch="run_b")])
+    assert [m.title for m in oncall.messages] == ["[FAILED] run_a run_a_sub1"]
+    assert sorted(m.title for m in audit.messages) == [
+        "[FAILED] run_a run_a_sub1",
+        "[FAILED] run_b run_b_sub2",
     ]
-    dispatcher = Dispatcher(
-        routes,
-        [NotifierSlot(oncall, frozenset({"oncall"})), NotifierSlot(audit, frozenset({"audit"}))],
-        POLICY,
-    )
-    await run_events(
-        dispatcher, [event(1, watch="run_a"), event(2, Severity.SUCCESS, watch="run_b")]
-    )
-    assert [m.title for m in oncall.messages] == ["[FAILED] run_a"]
-    assert len(audit.messages) == 2
 
 
-async def test_no_routes_means_every_notifier() -> None:
-    a, b = FakeNotifier("a"), FakeNotifier("b")
-    dispatcher = Dispatcher(
-        None, [NotifierSlot(a, frozenset()), NotifierSlot(b, frozenset({"x"}))], POLICY
-    )
-    await run_events(dispatcher, [event(1)])
-    assert len(a.messages) == len(b.messages) == 1
+async def test_a_storm_becomes_a_handful_of_messages_and_loses_nothing() -> None:
+    text, machine = FakeNotifier("text"), FakeNotifier("json")
+    tree = routes(defaults=True)  # default grouping: group_wait 1s, group_interval 10s
+    channels = [channel(text), channel(machine, fmt="json")]
+    channels[1].policy = DeliveryPolicy(json_max_bytes=1024 * 1024)
+    storm = [event(i, kind=EventKind.GROUP_RUNS_FAILED, to="failed") for i in range(10_000)]
+    await run(Dispatcher(tree, channels, SystemClock()), storm, settle=1.5)
+    assert 1 <= len(text.messages) <= 3
+    assert text.messages[0].title.startswith("[FAILED] ")
+    assert sum(int(m.title.split()[1]) for m in text.messages) == 10_000
+    assert 1 <= len(machine.messages) <= 8
+    ids = [e["event_id"] for m in machine.messages for e in json.loads(m.body)["events"]]
+    assert sorted(ids) == sorted(e.event_id for e in storm)
+    assert json.loads(machine.messages[0].body)["digest"] is True
 
 
-async def test_retries_until_success() -> None:
+async def test_rate_limit_folds_the_excess_into_the_next_digest() -> None:
+    sink = FakeNotifier("sink")
+    limited = channel(sink, fmt="json", rate=BudgetPolicy(rate=1.0, burst=2))
+    events = [event(i, watch=f"run_{i}") for i in range(30)]  # 30 different groups
+    await run(Dispatcher(routes(), [limited], SystemClock()), events, settle=1.5)
+    # The burst of two serves the first two groups as they come; a second later the
+    # next token carries every other due group in one digest.
+    assert len(sink.messages) == 3
+    delivered = [
+        e["event_id"]
+        for m in sink.messages
+        for e in (lambda b: b["events"] if "digest" in b else [b])(json.loads(m.body))
+    ]
+    assert sorted(delivered) == sorted(e.event_id for e in events)
+    assert limited.folded == 27
+
+
+async def test_retries_until_the_notifier_answers() -> None:
     flaky = FakeNotifier("flaky", fail_first=2)
-    slot = NotifierSlot(flaky, frozenset({"x"}))
-    await run_events(Dispatcher(None, [slot], POLICY), [event(1)])
+    ch = channel(flaky)
+    await run(Dispatcher(routes(), [ch], SystemClock()), [event(1)])
     assert flaky.attempts == 3
     assert len(flaky.messages) == 1
-    assert (slot.sent, slot.failed_attempts, slot.undeliverable) == (1, 2, 0)
+    assert (ch.sent_events, ch.failed_attempts, ch.undeliverable) == (1, 2, 0)
 
 
-async def test_undeliverable_after_the_cap_is_logged_with_event_ids() -> None:
-    dead = FakeNotifier("dead", fail_first=100)
-    slot = NotifierSlot(dead, frozenset({"x"}))
+async def test_undeliverable_is_logged_and_the_other_notifiers_hear_of_it() -> None:
+    dead, email = FakeNotifier("slack", fail_first=1000), FakeNotifier("email")
+    tree = routes(
+        "routes: [{match: {severity: success}, notify: [email]}, {match: {}, notify: [oncall]}]\n"
+    )
+    dead_channel = channel(dead, ["oncall"])
     with structlog.testing.capture_logs() as logs:
-        await run_events(Dispatcher(None, [slot], POLICY), [event(7)])
-    assert dead.attempts == 3
-    assert slot.undeliverable == 1
-    errors = [entry for entry in logs if entry["log_level"] == "error"]
-    assert errors[0]["event"] == "notification undeliverable after retries"
-    assert errors[0]["event_ids"] == ["evt_7"]
+        await run(
+            Dispatcher(tree, [dead_channel, channel(email, ["email"])], SystemClock()),
+            [event(7), event(8)],
+            settle=0.5,
+        )
+    assert dead_channel.undeliverable == 2
+    errors = [e for e in logs if e["event"] == "notification undeliverable after retries"]
+    assert [e["event_ids"] for e in errors] == [["evt_run_a_7"], ["evt_run_a_8"]]
+    # One notifier.failed per outage, although the failure events were not routed to email.
+    assert [m.title for m in email.messages] == [
+        "[NOTIFIER FAILED] slack: 1 notifications undeliverable"
+    ]
+    assert "evt_run_a_7" in email.messages[0].body
 
 
 async def test_a_slow_notifier_does_not_hold_back_another() -> None:
-    slow, fast = FakeNotifier("slow", delay=2.0), FakeNotifier("fast")
-    dispatcher = Dispatcher(
-        None, [NotifierSlot(slow, frozenset()), NotifierSlot(fast, frozenset())], POLICY
-    )
+    slow, fast = FakeNotifier("slow", delay=5.0), FakeNotifier("fast")
+    dispatcher = Dispatcher(routes(), [channel(slow), channel(fast)], SystemClock())
     send, receive = anyio.create_memory_object_stream[Event](100)
     async with send, anyio.create_task_group() as tg:
         tg.start_soon(dispatcher.run, receive)
         for i in range(3):
             await send.send(event(i, watch=f"run_{i}"))
         with anyio.fail_after(1.0):
-            while len(fast.messages) < 3:  # noqa: ASYNC110 - a fake notifier has no event to wait on
-                await anyio.sleep(0.01)
+            await fast.wait_for(3)
         assert slow.messages == []
         tg.cancel_scope.cancel()
 
 
-async def test_full_queue_reports_instead_of_blocking() -> None:
-    stuck = FakeNotifier("stuck", delay=10)
-    slot = NotifierSlot(stuck, frozenset(), queue_size=2)
-    dispatcher = Dispatcher(None, [slot], POLICY)
+async def test_backlog_bound_refuses_and_reports() -> None:
+    ch = channel(FakeNotifier("stuck"))
+    ch.policy = DeliveryPolicy(queue_size=2)
+    ch.grouper.max_items = 2
+    node = RouteNode("r", settings=RouteSettings(group_wait=60))
     with structlog.testing.capture_logs() as logs:
-        for i in range(5):
-            dispatcher.route(event(i))
-    assert slot.dropped == 3
-    slot.send_stream.close()
-    slot.receive_stream.close()
-    assert sum(1 for e in logs if e["event"] == "notifier queue full: event undeliverable") == 3
+        accepted = [ch.accept(event(i), node) for i in range(5)]
+    assert accepted == [True, True, False, False, False]
+    assert ch.dropped == 3
+    assert sum(1 for e in logs if e["event"] == "notifier backlog full: event undeliverable") == 3
 
 
-async def test_a_batch_of_one_watch_becomes_one_digest() -> None:
+async def test_silenced_events_are_counted_not_sent() -> None:
+    from watcher.core.routing import parse_matcher
+    from watcher.core.silences import Silence
+
     sink = FakeNotifier("sink")
-    slot = NotifierSlot(sink, frozenset())
-    dispatcher = Dispatcher(None, [slot], POLICY)
-    for i in range(4):
-        dispatcher.route(event(i))
-    slot.send_stream.close()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(dispatcher._worker, slot)
-    slot.receive_stream.close()
-    assert [m.title for m in sink.messages] == ["[FAILED] 4 runs changed in run_a"]
+    silence = Silence("quiet", {"watch.id": parse_matcher("run_quiet")})
+    dispatcher = Dispatcher(routes(), [channel(sink)], SystemClock(), silences=[silence])
+    with structlog.testing.capture_logs() as logs:
+        await run(dispatcher, [event(1, watch="run_quiet"), event(2, watch="run_loud")])
+    assert [m.title for m in sink.messages] == ["[FAILED] run_loud run_loud_sub2"]
+    assert dispatcher.silenced == 1
+    assert any(e["event"] == "event silenced" and e["silence"] == "quiet" for e in logs)
+
+
+def watch_error(minutes: int = 0) -> Event:
+    watch = WatchRef(WatchType.TRIGGER_RUN, "run_x", "x")
+    return Event(
+        "evt_err",
+        EventKind.WATCH_ERROR,
+        Severity.WARNING,
+        Source.TRIGGER,
+        watch,
+        "run_x",
+        "ok",
+        "unreachable",
+        T0 + timedelta(minutes=minutes),
+    )
+
+
+def recovered(minutes: int) -> Event:
+    watch = WatchRef(WatchType.TRIGGER_RUN, "run_x", "x")
+    return Event(
+        "evt_ok",
+        EventKind.WATCH_RECOVERED,
+        Severity.INFO,
+        Source.TRIGGER,
+        watch,
+        "run_x",
+        "unreachable",
+        "ok",
+        T0 + timedelta(minutes=minutes),
+    )
+
+
+def test_reminders_follow_each_routes_repeat_interval() -> None:
+    oncall, audit = FakeNotifier("oncall"), FakeNotifier("audit")
+    tree = routes(
+        """
+routes:
+  - {match: {severity: warning}, notify: [oncall], repeat_interval: 1h, continue: true}
+  - {match: {}, notify: [audit], repeat_interval: 4h}
+"""
+    )
+    channels = [channel(oncall, ["oncall"]), channel(audit, ["audit"])]
+    dispatcher = Dispatcher(tree, channels, SystemClock())
+    dispatcher.route(watch_error())
+    counts = []
+    for minutes in (30, 61, 90, 125, 245):
+        counts.append(dispatcher.remind(T0 + timedelta(minutes=minutes)))
+    # 61m: oncall; 125m: oncall; 245m: oncall and audit.
+    assert counts == [0, 1, 0, 1, 2]
+    queued = [e for ch in channels for b in ch.grouper.drain() for e in b.items]
+    reminders = [e for e in queued if e.kind is EventKind.CONDITION_REMINDER]
+    assert [e.details["reminder"] for e in reminders] == [1, 2, 3, 1]
+    assert {e.cause.event_id for e in reminders if e.cause} == {"evt_err"}
+
+
+def test_resolved_goes_to_the_routes_that_opened_it_when_they_ask() -> None:
+    oncall, audit = FakeNotifier("oncall"), FakeNotifier("audit")
+    tree = routes(
+        """
+routes:
+  - {match: {severity: warning}, notify: [oncall], send_resolved: true}
+  - {match: {}, notify: [audit]}
+"""
+    )
+    channels = [channel(oncall, ["oncall"]), channel(audit, ["audit"])]
+    dispatcher = Dispatcher(tree, channels, SystemClock())
+    dispatcher.route(watch_error())
+    dispatcher.route(recovered(12))
+    oncall_events = [e for b in channels[0].grouper.drain() for e in b.items]
+    audit_events = [e for b in channels[1].grouper.drain() for e in b.items]
+    # The recovery itself (info) goes where info goes; the resolved message to where the problem went.
+    assert [e.kind for e in oncall_events] == [EventKind.WATCH_ERROR, EventKind.CONDITION_RESOLVED]
+    assert [e.kind for e in audit_events] == [EventKind.WATCH_RECOVERED]
+    assert oncall_events[1].details["duration_seconds"] == 720.0
+    assert dispatcher.remind(T0 + timedelta(days=1)) == 0

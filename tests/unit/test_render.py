@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from watcher.core.diff import diff_group, diff_run
@@ -49,11 +50,31 @@ def failures(n: int) -> list[Event]:
 
 def test_digest_of_many_failures_in_one_group() -> None:
     message = render_text(failures(25))
-    assert message.title == "[FAILED] 25 runs failed in nightly-enrichment"
+    assert (
+        message.title
+        == "[FAILED] 25 runs failed in nightly-enrichment: trun_00, trun_01, trun_02, trun_03, trun_04 (+20 more)"
+    )
     lines = message.body.splitlines()
     assert lines[0] == "- trun_00: (new) → failed: error 0"
     assert "(+5 more)" in lines
     assert message.severity is Severity.FAILURE
+
+
+def test_json_digest_holds_every_event_in_its_own_shape() -> None:
+    events = failures(3)
+    data = json.loads(render_json(events).body)
+    assert data["digest"] is True
+    assert [e["subject_id"] for e in data["events"]] == ["trun_00", "trun_01", "trun_02"]
+    assert all(e["kind"] == "group.runs_failed" for e in data["events"])
+
+
+def test_transitions_of_one_run_read_as_a_path() -> None:
+    first = crash()
+    second = replace(first, from_status="CRASHED", to_status="FAILED", event_id="evt_2")
+    assert (
+        render_text([first, second]).title
+        == "[FAILED] send-invoice run_abc (EXECUTING → CRASHED → FAILED)"
+    )
 
 
 def test_group_finished_and_watch_error_titles() -> None:
@@ -66,7 +87,7 @@ def test_group_finished_and_watch_error_titles() -> None:
 
 
 def test_json_body_is_the_event() -> None:
-    message = render_json(crash())
+    message = render_json([crash()])
     data = json.loads(message.body)
     assert set(data) >= {
         "event_id",
@@ -90,3 +111,11 @@ def test_json_body_is_the_event() -> None:
     }
     assert data["observed_at"] == "2026-11-22T10:00:00.123Z"
     assert data["details"]["error"] == "Out of memory"
+
+
+def test_a_path_with_gaps_says_so() -> None:
+    first = crash()
+    later = replace(first, from_status="EXECUTING", to_status="FAILED", event_id="evt_3")
+    reattempt = replace(first, to_status="REATTEMPTING", event_id="evt_2")
+    title = render_text([reattempt, later]).title
+    assert title == "[FAILED] send-invoice run_abc (EXECUTING → REATTEMPTING … EXECUTING → FAILED)"

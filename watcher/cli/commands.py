@@ -11,7 +11,7 @@ from watcher.cli.main import EXIT_FAILED, EXIT_OK
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.core.statuses import Severity
-from watcher.daemon.app import Daemon, build_notifier_slots, check_credentials
+from watcher.daemon.app import Daemon, build_channels, check_credentials
 from watcher.notify.render import Message
 
 __all__ = ["check_config", "once", "run", "test_notify"]
@@ -20,7 +20,7 @@ __all__ = ["check_config", "once", "run", "test_notify"]
 def check_config(config: WatcherConfig, settings: Settings, args: argparse.Namespace) -> int:
     """Validate everything ``run`` would validate before it starts polling."""
     check_credentials(config, settings)
-    slots = build_notifier_slots(config, str(args.config or settings.watcher_config))
+    slots = build_channels(config, source=str(args.config or settings.watcher_config))
     types = Counter(w.type for w in config.watches)
     print(f"config OK: {len(config.watches)} watches", end="")
     if types:
@@ -45,7 +45,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def once(config: WatcherConfig, settings: Settings) -> int:
     """Poll every watch once, print a table, exit 1 if any watch errored."""
-    daemon = Daemon(config, settings, slots=[])
+    daemon = Daemon(config, settings, channels=[])
     rows = anyio.run(daemon.once)
     table = [["WATCH", "NAME", "STATE", "DETAIL"]]
     table += [[r.key, r.name, r.state, r.detail] for r in rows]
@@ -58,7 +58,7 @@ def once(config: WatcherConfig, settings: Settings) -> int:
 
 def test_notify(config: WatcherConfig, tags: list[str]) -> int:
     """Send one test message to every notifier (or those with ``tags``); print each result."""
-    slots = build_notifier_slots(config)
+    slots = build_channels(config)
     if tags:
         slots = [s for s in slots if s.tags & set(tags)]
     if not slots:

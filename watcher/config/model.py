@@ -1,53 +1,49 @@
-"""The YAML configuration, as pydantic models. Unknown keys are errors.
+"""The YAML configuration as a whole, as pydantic models. Unknown keys are errors.
 
 Durations are seconds (floats) after validation; the file may say ``"500ms"``,
-``"2s"``, ``"5m"``, ``"1h"`` or a plain number of seconds.
+``"2s"``, ``"5m"``, ``"1h"`` or a plain number of seconds. The sections live in
+:mod:`watcher.config.watches` and :mod:`watcher.config.notifications`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
+from pydantic import Field, field_validator, model_validator
+
+from watcher.config.base import Duration, PositiveDuration, Strict
+from watcher.config.notifications import (
+    NotificationsConfig,
+    NotifierConfig,
+    RouteConfig,
+    SilenceConfig,
 )
-
-from watcher.core.durations import parse_duration
-from watcher.core.events import EventKind, WatchRef, WatchType, freeze
-from watcher.core.ids import validate_id
-from watcher.core.routing import MATCH_FIELDS
-from watcher.core.statuses import TRIGGER_STATUSES, Severity, Source
+from watcher.config.watches import (
+    ParallelTaskGroupWatch,
+    ParallelTaskRunWatch,
+    TriggerRunsFilter,
+    TriggerRunsWatch,
+    TriggerRunWatch,
+    WatchConfig,
+)
+from watcher.core.statuses import Source
 
 __all__ = [
     "DeliveryConfig",
-    "Duration",
+    "NotificationsConfig",
     "NotifierConfig",
+    "ParallelTaskGroupWatch",
+    "ParallelTaskRunWatch",
     "PollingConfig",
     "RouteConfig",
+    "SilenceConfig",
     "SourcesConfig",
+    "TriggerRunWatch",
+    "TriggerRunsFilter",
+    "TriggerRunsWatch",
     "WatchConfig",
     "WatcherConfig",
 ]
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-UpstreamId = Annotated[str, BeforeValidator(lambda v: validate_id(v) if isinstance(v, str) else v)]
-
-
-class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class PollingConfig(Strict):
@@ -65,198 +61,6 @@ class PollingConfig(Strict):
         if self.max_interval < self.min_interval:
             raise ValueError("max_interval must be at least min_interval")
         return self
-
-
-class _WatchBase(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    labels: dict[str, str] = Field(default_factory=dict)
-    notify_initial: bool = False
-    min_interval: PositiveDuration | None = None
-    max_interval: PositiveDuration | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            if not key or not all(c.isalnum() or c in "_-" for c in key):
-                raise ValueError(f"label name {key!r}: use letters, digits, '_' or '-'")
-        return labels
-
-    def ref(self) -> WatchRef:
-        """This watch's identity as carried by its events."""
-        raise NotImplementedError
-
-
-class _SingleWatch(_WatchBase):
-    id: UpstreamId
-
-    def ref(self) -> WatchRef:
-        """This watch's identity as carried by its events."""
-        kind = WatchType(getattr(self, "type"))  # noqa: B009 - defined by each subclass as a Literal
-        return WatchRef(kind, self.id, self.name, freeze(self.labels))
-
-
-class ParallelTaskGroupWatch(_SingleWatch):
-    """A Parallel task group: its counts, failed runs, finishing."""
-
-    type: Literal["parallel_task_group"]
-
-
-class ParallelTaskRunWatch(_SingleWatch):
-    """A single Parallel task run."""
-
-    type: Literal["parallel_task_run"]
-
-
-class TriggerRunWatch(_SingleWatch):
-    """A single Trigger.dev run."""
-
-    type: Literal["trigger_run"]
-
-
-class TriggerRunsFilter(Strict):
-    """``filter[...]`` of Trigger.dev's list endpoint."""
-
-    status: list[str] = Field(default_factory=list)
-    task: list[str] = Field(default_factory=list)
-    tag: list[str] = Field(default_factory=list)
-    version: list[str] = Field(default_factory=list)
-    queue: list[str] = Field(default_factory=list)
-    period: str = Field(default="1d", pattern=r"^\d+[smhdw]$")
-    is_test: bool | None = None
-
-    @field_validator("status")
-    @classmethod
-    def _known_statuses(cls, statuses: list[str]) -> list[str]:
-        unknown = [s for s in statuses if s not in TRIGGER_STATUSES]
-        if unknown:
-            raise ValueError(
-                f"unknown Trigger.dev status {', '.join(map(repr, unknown))} "
-                f"(the API answers 400); known: {', '.join(sorted(TRIGGER_STATUSES))}"
-            )
-        return statuses
-
-
-class TriggerRunsWatch(_WatchBase):
-    """Every Trigger.dev run matching a filter, discovered by listing."""
-
-    type: Literal["trigger_runs"]
-    id: UpstreamId | None = None
-    filter: TriggerRunsFilter = Field(default_factory=TriggerRunsFilter)
-    max_runs: int = Field(default=1000, ge=1, le=100_000)
-    max_pages: int = Field(default=20, ge=1, le=1000)
-    page_size: int = Field(default=100, ge=1, le=100)
-    discovery_interval: PositiveDuration | None = None
-
-    @property
-    def watch_id(self) -> str:
-        """The configured id, else one derived from the filter (stable across restarts)."""
-        if self.id:
-            return self.id
-        digest = hashlib.sha256(
-            json.dumps(self.filter.model_dump(), sort_keys=True).encode()
-        ).hexdigest()
-        return f"runs-{digest[:10]}"
-
-    def ref(self) -> WatchRef:
-        """This watch's identity as carried by its events."""
-        return WatchRef(WatchType.TRIGGER_RUNS, self.watch_id, self.name, freeze(self.labels))
-
-
-WatchConfig = Annotated[
-    ParallelTaskGroupWatch | ParallelTaskRunWatch | TriggerRunWatch | TriggerRunsWatch,
-    Field(discriminator="type"),
-]
-
-
-class NotifierConfig(Strict):
-    """An apprise URL with tags. Give the URL inline, from an env var or from a file."""
-
-    url: SecretStr | None = None
-    url_env: str | None = None
-    url_file: Path | None = None
-    tags: list[str] = Field(default_factory=list)
-    format: Literal["text", "json"] = "text"
-    name: str | None = None
-
-    @model_validator(mode="after")
-    def _one_url(self) -> NotifierConfig:
-        given = [k for k in ("url", "url_env", "url_file") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of url, url_env, url_file")
-        return self
-
-    def resolve_url(self) -> str:
-        """The apprise URL itself (a secret: never log it)."""
-        if self.url is not None:
-            return self.url.get_secret_value()
-        if self.url_env is not None:
-            value = os.environ.get(self.url_env)
-            if not value:
-                raise ValueError(f"environment variable {self.url_env} is not set")
-            return value.strip()
-        assert self.url_file is not None
-        try:
-            return self.url_file.read_text().strip()
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read url_file {str(self.url_file)!r}: {exc.strerror}"
-            ) from None
-
-
-_ENUM_VALUES: dict[str, frozenset[str]] = {
-    "source": frozenset(s.value for s in Source),
-    "kind": frozenset(k.value for k in EventKind),
-    "severity": frozenset(s.value for s in Severity),
-    "watch.type": frozenset(t.value for t in WatchType),
-}
-
-
-class RouteConfig(Strict):
-    """``match`` fields (a list means any of) and the notifier tags to send to."""
-
-    match: dict[str, str | list[str] | dict[str, str | list[str]]] = Field(default_factory=dict)
-    notify: list[str] = Field(min_length=1)
-    continue_: bool = Field(default=False, alias="continue")
-
-    @field_validator("match")
-    @classmethod
-    def _fields(cls, match: dict[str, Any]) -> dict[str, Any]:
-        for key, value in match.items():
-            if key == "labels":
-                if not isinstance(value, dict):
-                    raise ValueError("labels: expected a mapping of label name to value(s)")
-                continue
-            if isinstance(value, dict):
-                raise ValueError(f"{key}: expected a value or a list of values")
-            if key not in MATCH_FIELDS and not key.startswith("labels."):
-                raise ValueError(
-                    f"unknown match field {key!r}; use one of {', '.join(sorted(MATCH_FIELDS))} "
-                    "or labels.<name>"
-                )
-            allowed = _ENUM_VALUES.get(key)
-            values = [value] if isinstance(value, str) else value
-            if allowed is not None:
-                bad = [v for v in values if v not in allowed]
-                if bad:
-                    raise ValueError(
-                        f"{key}: unknown value {', '.join(map(repr, bad))}; "
-                        f"use {', '.join(sorted(allowed))}"
-                    )
-        return match
-
-    def matchers(self) -> dict[str, frozenset[str]]:
-        """The match as field -> accepted values, labels flattened to ``labels.<x>``."""
-        out: dict[str, frozenset[str]] = {}
-        for key, value in self.match.items():
-            if isinstance(value, dict):
-                for label, accepted in value.items():
-                    out[f"labels.{label}"] = frozenset(
-                        [accepted] if isinstance(accepted, str) else accepted
-                    )
-            else:
-                out[key] = frozenset([value] if isinstance(value, str) else value)
-        return out
 
 
 class _SourceBase(Strict):
@@ -308,15 +112,17 @@ class SourcesConfig(Strict):
 
 
 class DeliveryConfig(Strict):
-    """Sending: per-attempt timeout, retries, queue bound, drain deadline at shutdown."""
+    """Sending: per-attempt timeout, retries (capped by count and time), bounds, drain."""
 
     timeout: PositiveDuration = 15.0
-    max_attempts: int = Field(default=5, ge=1, le=50)
+    connect_timeout: PositiveDuration = 5.0
+    max_attempts: int = Field(default=20, ge=1, le=1000)
+    retry_for: PositiveDuration = 900.0
     initial_backoff: PositiveDuration = 1.0
-    max_backoff: PositiveDuration = 60.0
-    queue_size: int = Field(default=10_000, ge=1)
+    max_backoff: PositiveDuration = 30.0
+    queue_size: int = Field(default=20_000, ge=1)
+    json_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     drain_timeout: Duration = 10.0
-    batch_max: int = Field(default=50, ge=1, le=1000)
 
 
 class WatcherConfig(Strict):
@@ -325,7 +131,9 @@ class WatcherConfig(Strict):
     polling: PollingConfig = Field(default_factory=PollingConfig)
     watches: list[WatchConfig] = Field(default_factory=list)
     notifiers: list[NotifierConfig] = Field(default_factory=list)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     routes: list[RouteConfig] | None = None
+    silences: list[SilenceConfig] = Field(default_factory=list)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
@@ -337,14 +145,13 @@ class WatcherConfig(Strict):
             if key in keys:
                 raise ValueError(f"watches[{index}] repeats watches[{keys[key]}] ({key})")
             keys[key] = index
-        if self.routes is not None:
-            known = {tag for n in self.notifiers for tag in n.tags}
-            for index, route in enumerate(self.routes):
-                missing = [t for t in route.notify if t not in known]
-                if missing:
-                    raise ValueError(
-                        f"routes[{index}].notify: no notifier has tag {', '.join(map(repr, missing))}"
-                    )
+        known = {tag for n in self.notifiers for tag in n.tags}
+        for index, route in enumerate(self.routes or []):
+            missing = sorted(route.tags() - known)
+            if missing:
+                raise ValueError(
+                    f"routes[{index}]: no notifier has tag {', '.join(map(repr, missing))}"
+                )
         return self
 
     def sources_used(self) -> set[Source]:

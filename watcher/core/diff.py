@@ -244,12 +244,17 @@ def _failed_run_events(
     """One event per failed run, so ids match however the runs were learned of."""
     events: list[Event] = []
     seen: set[str] = set()
-    gid = observation.snapshot.group_id
+    group = observation.snapshot
     for run in observation.failed_runs:
         if run.run_id in seen:
             continue
         seen.add(run.run_id)
-        details: dict[str, Any] = {"group_id": gid, "modified_at": run.modified_at}
+        details: dict[str, Any] = {
+            "group_id": group.group_id,
+            "modified_at": run.modified_at,
+            "group_counts": dict(group.counts),
+            "num_task_runs": group.num_task_runs,
+        }
         if run.error_message:
             details["error"] = run.error_message
         events.append(

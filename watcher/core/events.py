@@ -29,10 +29,14 @@ class WatchType(StrEnum):
     PARALLEL_TASK_RUN = "parallel_task_run"
     TRIGGER_RUN = "trigger_run"
     TRIGGER_RUNS = "trigger_runs"
+    WATCHER = "watcher"
+    """Not configurable: the identity of the daemon's own events (``notifier.failed``)."""
 
     @property
     def source(self) -> Source:
         """The upstream API this watch type talks to."""
+        if self is WatchType.WATCHER:
+            return Source.WATCHER
         return Source.PARALLEL if self.value.startswith("parallel") else Source.TRIGGER
 
 
@@ -47,6 +51,10 @@ class EventKind(StrEnum):
     GROUP_RUNS_FAILED = "group.runs_failed"
     WATCH_ERROR = "watch.error"
     WATCH_RECOVERED = "watch.recovered"
+    RUN_STUCK = "run.stuck"
+    CONDITION_REMINDER = "condition.reminder"
+    CONDITION_RESOLVED = "condition.resolved"
+    NOTIFIER_FAILED = "notifier.failed"
 
 
 def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -86,6 +94,8 @@ class Event:
     ``from_status`` is ``None`` when the previous status is unknown (a run first
     discovered by a ``trigger_runs`` watch, a run reported by a group's runs
     stream). ``details`` holds kind-specific facts (error message, counts ...).
+    Reminders and resolved messages carry the event that opened their condition
+    in ``cause``; they are routed and silenced as that event would be.
     """
 
     event_id: str
@@ -99,6 +109,13 @@ class Event:
     observed_at: datetime
     details: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
     url: str | None = None
+    cause: Event | None = None
+    """For reminders and resolved messages: the event that opened the condition."""
+
+    @property
+    def origin(self) -> Event:
+        """The event routes and silences match: the cause, if there is one."""
+        return self.cause if self.cause is not None else self
 
 
 def make_event_id(*parts: object) -> str:

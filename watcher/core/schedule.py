@@ -61,16 +61,22 @@ def initial_state(policy: SchedulePolicy) -> ScheduleState:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """The poll saw a change."""
+    """The poll saw a change. See :class:`Unchanged` for the hints."""
 
     wake_in: float | None = None
+    check_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unchanged:
-    """The poll saw nothing new. ``wake_in`` hints when something is due."""
+    """The poll saw nothing new.
+
+    ``wake_in``: nothing is due before then (a delayed run); sleep until it.
+    ``check_by``: look again by then at the latest (a run about to count as stuck).
+    """
 
     wake_in: float | None = None
+    check_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +126,22 @@ def next_delay(
                 # The server's word wins, even past max_interval: asking sooner is rude.
                 delay = max(delay, retry_after)
             return new, delay
-        case Changed(wake_in=wake_in):
+        case Changed(wake_in=wake_in, check_by=check_by):
             new = ScheduleState(interval=lo)
-            return new, _hinted(_jittered(lo, policy, rng), wake_in, policy)
-        case Unchanged(wake_in=wake_in):
+            return new, _hinted(_jittered(lo, policy, rng), wake_in, check_by, policy)
+        case Unchanged(wake_in=wake_in, check_by=check_by):
             interval = min(hi, max(lo, state.interval * policy.backoff))
             new = ScheduleState(interval=interval)
-            return new, _hinted(_jittered(interval, policy, rng), wake_in, policy)
+            return new, _hinted(_jittered(interval, policy, rng), wake_in, check_by, policy)
     raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover
 
 
-def _hinted(delay: float, wake_in: float | None, policy: SchedulePolicy) -> float:
-    """Sleep until a known due time (a delayed run), bounded by the policy."""
-    if wake_in is None:
-        return delay
-    return min(policy.max_interval, max(policy.min_interval, wake_in))
+def _hinted(
+    delay: float, wake_in: float | None, check_by: float | None, policy: SchedulePolicy
+) -> float:
+    """Apply the hints, bounded by the policy."""
+    if wake_in is not None:
+        delay = min(policy.max_interval, max(policy.min_interval, wake_in))
+    if check_by is not None:
+        delay = min(delay, max(policy.min_interval, check_by))
+    return delay

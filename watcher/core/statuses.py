@@ -25,10 +25,11 @@ __all__ = [
 
 
 class Source(StrEnum):
-    """Which upstream API a watch talks to."""
+    """Which upstream API a watch talks to (``watcher``: the daemon's own events)."""
 
     PARALLEL = "parallel"
     TRIGGER = "trigger"
+    WATCHER = "watcher"
 
 
 class Severity(StrEnum):
@@ -126,7 +127,7 @@ _UNKNOWN = StatusInfo(known=False, terminal=False, severity=Severity.WARNING)
 
 def classify(source: Source, status: str) -> StatusInfo:
     """Look ``status`` up in ``source``'s table; unknown values get a safe default."""
-    entry = _TABLES[source].get(status)
+    entry = _TABLES.get(source, {}).get(status)
     if entry is None:
         return _UNKNOWN
     terminal, severity = entry
@@ -135,4 +136,4 @@ def classify(source: Source, status: str) -> StatusInfo:
 
 def is_known(source: Source, status: str) -> bool:
     """True when ``status`` is documented for ``source``."""
-    return status in _TABLES[source]
+    return status in _TABLES.get(source, {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from watcher.core.diff import diff_group, diff_run, group_state
+from watcher.core.diff import diff_group, diff_run, group_state, link
 from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_id
 from watcher.core.health import HealthState, Problem, ProblemKind, on_failure, on_success
 from watcher.core.schedule import (
@@ -57,6 +57,7 @@ class StepContext:
     error_threshold: int = 3
     url_template: str | None = None
     run_url_template: str | None = None
+    stuck_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class WatchState:
     cursor: str | None = None
     known_failed: int = 0
     done: bool = False
+    status_since: datetime | None = None
+    stuck_reported: bool = False
 
 
 def new_watch_state(
@@ -131,6 +134,44 @@ def _wake_hint(run: RunSnapshot, now: datetime) -> float | None:
     return None
 
 
+def _entered_at(snapshot: RunSnapshot, observed_at: datetime) -> datetime:
+    """When a run seen for the first time entered its status, at the latest now."""
+    if snapshot.updated_at:
+        try:
+            upstream = datetime.fromisoformat(snapshot.updated_at)
+        except ValueError:
+            return observed_at
+        if upstream.tzinfo is not None:
+            return min(upstream, observed_at)
+    return observed_at
+
+
+def _stuck_event(ctx: StepContext, run: RunSnapshot, since: datetime) -> Event:
+    stuck_for = (ctx.observed_at - since).total_seconds()
+    return Event(
+        event_id=make_event_id(
+            ctx.watch.key, run.run_id, EventKind.RUN_STUCK, run.status, since.isoformat()
+        ),
+        kind=EventKind.RUN_STUCK,
+        severity=Severity.WARNING,
+        source=run.source,
+        watch=ctx.watch,
+        subject_id=run.run_id,
+        from_status=run.status,
+        to_status=run.status,
+        observed_at=ctx.observed_at,
+        details=freeze(
+            {
+                "since": since.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "stuck_seconds": round(stuck_for, 3),
+                "stuck_after_seconds": ctx.stuck_after,
+                **({"task": run.task} if run.task else {}),
+            }
+        ),
+        url=link(ctx.url_template, run.run_id),
+    )
+
+
 def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step:
     """Apply one successful poll of a single run."""
     health, cleared = on_success(state.health)
@@ -149,14 +190,28 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
     )
     changed = previous is not None and previous.status != snapshot.status
     terminal = classify(snapshot.source, snapshot.status).terminal
+    since, stuck_reported = state.status_since, state.stuck_reported
+    if previous is None or since is None:
+        since, stuck_reported = _entered_at(snapshot, ctx.observed_at), False
+    elif changed:
+        since, stuck_reported = ctx.observed_at, False
     wake = _wake_hint(snapshot, ctx.observed_at)
+    check_by: float | None = None
+    if ctx.stuck_after is not None and not terminal and not stuck_reported:
+        left = since.timestamp() + ctx.stuck_after - ctx.observed_at.timestamp()
+        if left <= 0:
+            events.append(_stuck_event(ctx, snapshot, since))
+            stuck_reported = True
+        else:
+            # Look again when it would count as stuck, not a max_interval later.
+            check_by = left
     outcome: Outcome
     if terminal:
         outcome = Finished()
     elif changed:
-        outcome = Changed(wake_in=wake)
+        outcome = Changed(wake_in=wake, check_by=check_by)
     else:
-        outcome = Unchanged(wake_in=wake)
+        outcome = Unchanged(wake_in=wake, check_by=check_by)
     schedule, delay = next_delay(state.schedule, outcome, ctx.policy, ctx.rng)
     new = replace(
         state,
@@ -165,6 +220,8 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
         health=health,
         announce=False,
         done=terminal,
+        status_since=since,
+        stuck_reported=stuck_reported,
     )
     return Step(new, tuple(events), delay)
 

@@ -22,22 +22,24 @@ from watcher import __version__
 from watcher.clock import Clock, SystemClock
 from watcher.config.loader import ConfigError
 from watcher.config.model import NotifierConfig, WatcherConfig
+from watcher.config.notifications import build_routes
 from watcher.config.settings import DEFAULT_PARALLEL_URL, DEFAULT_TRIGGER_URL, Settings
 from watcher.core.budget import BudgetPolicy
 from watcher.core.events import Event
-from watcher.core.routing import Route
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, describe
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.watcher import Watcher
 from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
-from watcher.notify.dispatcher import DeliveryPolicy, Dispatcher, NotifierSlot
+from watcher.notify.channel import DeliveryPolicy, NotifierChannel
+from watcher.notify.dispatcher import Dispatcher
+from watcher.notify.templates import MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.parallel import ParallelClient
 from watcher.sources.trigger import TriggerClient
 
-__all__ = ["Daemon", "WatchStatus", "build_notifier_slots", "check_credentials"]
+__all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
 log = structlog.get_logger("watcher.daemon")
 
@@ -62,30 +64,56 @@ def check_credentials(config: WatcherConfig, settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def build_notifier_slots(config: WatcherConfig, source: str = "config") -> list[NotifierSlot]:
-    """An apprise notifier per configured entry; a bad URL is a config error naming its index."""
-    slots = []
+def build_channels(
+    config: WatcherConfig, clock: Clock | None = None, source: str = "config"
+) -> list[NotifierChannel]:
+    """A delivery channel per configured notifier; a bad URL is a config error naming its index."""
+    clock = clock or SystemClock()
+    d = config.delivery
+    policy = DeliveryPolicy(
+        max_attempts=d.max_attempts,
+        retry_for=d.retry_for,
+        initial_backoff=d.initial_backoff,
+        max_backoff=d.max_backoff,
+        queue_size=d.queue_size,
+        json_max_bytes=d.json_max_bytes,
+    )
+    channels = []
     problems = []
     for index, cfg in enumerate(config.notifiers):
         try:
-            notifier = _notifier(cfg, config.delivery.timeout)
+            notifier = _notifier(cfg, d.timeout, d.connect_timeout)
         except ValueError as exc:
             problems.append(f"{source}: notifiers[{index}].url: {exc}")
             continue
-        slots.append(
-            NotifierSlot(
-                notifier, frozenset(cfg.tags), cfg.format, queue_size=config.delivery.queue_size
+        renderer = MessageRenderer(
+            family=notifier.family,
+            fmt=cfg.format,
+            spec=TemplateSpec(cfg.title_template, cfg.body_template, cfg.body_format),
+            max_title=notifier.title_maxlen or 250,
+        )
+        channels.append(
+            NotifierChannel(
+                notifier,
+                frozenset(cfg.tags),
+                renderer,
+                BudgetPolicy(cfg.max_per_minute / 60.0, cfg.burst),
+                policy,
+                clock,
+                scrub=SCRUBBER.text,
             )
         )
     if problems:
         raise ConfigError(problems)
-    return slots
+    return channels
 
 
-def _notifier(cfg: NotifierConfig, timeout: float) -> AppriseNotifier:
+def _notifier(cfg: NotifierConfig, timeout: float, connect_timeout: float) -> AppriseNotifier:
     url = cfg.resolve_url()
     SCRUBBER.add(url_secrets(url))
-    return AppriseNotifier(url, timeout=timeout, name=cfg.name, scrub=SCRUBBER.text)
+    return AppriseNotifier(
+        url, timeout=timeout, connect_timeout=connect_timeout, name=cfg.name, scrub=SCRUBBER.text
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +135,7 @@ class Daemon:
         config: WatcherConfig,
         settings: Settings,
         *,
-        slots: Sequence[NotifierSlot] | None = None,
+        channels: Sequence[NotifierChannel] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -119,18 +147,14 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._transport = transport
-        self.slots = list(slots) if slots is not None else build_notifier_slots(config)
-        routes = None
-        if config.routes is not None:
-            routes = [Route(r.matchers(), tuple(r.notify), r.continue_) for r in config.routes]
-        d = config.delivery
+        self.channels = (
+            list(channels) if channels is not None else build_channels(config, self.clock)
+        )
         self.dispatcher = Dispatcher(
-            routes,
-            self.slots,
-            DeliveryPolicy(
-                d.max_attempts, d.initial_backoff, d.max_backoff, d.queue_size, d.batch_max
-            ),
-            scrub=SCRUBBER.text,
+            build_routes(config.routes, config.notifications),
+            self.channels,
+            self.clock,
+            silences=[s.silence(i) for i, s in enumerate(config.silences)],
         )
         self._stop = anyio.Event()
         self.ready = anyio.Event()
@@ -274,7 +298,7 @@ class Daemon:
                 "run-watcher started",
                 version=__version__,
                 watches=len(self.config.watches),
-                notifiers=[slot.name for slot in self.slots],
+                notifiers=[channel.name for channel in self.channels],
             )
             async with self._events_send, anyio.create_task_group() as polling:
                 for scheduler in watcher.schedulers.values():

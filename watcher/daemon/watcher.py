@@ -161,6 +161,7 @@ class Watcher:
             run_url = cfg_p.run_url
         else:
             url = run_url = self.sources.trigger.run_url
+        config = self.configs.get(rt.parent or rt.key)
         return StepContext(
             watch=rt.ref,
             observed_at=self.clock.wall(),
@@ -169,6 +170,7 @@ class Watcher:
             error_threshold=self.polling.error_threshold,
             url_template=url,
             run_url_template=run_url,
+            stuck_after=getattr(config, "stuck_after", None),
         )
 
     async def poll(self, rt: WatchRuntime, ticket: Ticket) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import anyio
 
 from watcher.notify.render import Message
+from watcher.notify.templates import Family
 
 __all__ = ["AppriseNotifier", "DeliveryResult", "Notifier", "url_secrets"]
 
@@ -37,6 +38,29 @@ class Notifier(Protocol):
     async def send(self, message: Message) -> DeliveryResult:
         """Deliver ``message`` once (no retries)."""
         ...
+
+
+_WEBHOOKS = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+
+
+def _family(plugin: Any) -> Family:
+    """The family of default message a service suits, from what apprise declares of it."""
+    protocols = {str(p) for p in (plugin.protocol, plugin.secure_protocol) if p}
+    for attr in ("protocol", "secure_protocol"):
+        value = getattr(plugin, attr, None)
+        if isinstance(value, tuple | list):
+            protocols |= {str(v) for v in value}
+    formats = [str(getattr(f, "value", f)) for f in plugin._formats()]
+    title_max, body_max = int(plugin.title_maxlen), int(plugin.body_maxlen)
+    if protocols & _WEBHOOKS:
+        return "text"
+    if body_max <= 1024 or (title_max == 0 and body_max <= 1600):
+        return "sms"
+    if formats and formats[0] == "html" and title_max > 0:
+        return "email"
+    if "markdown" in formats:
+        return "chat"
+    return "text"
 
 
 def url_secrets(url: str) -> list[str]:
@@ -69,6 +93,7 @@ class AppriseNotifier:
         url: str,
         *,
         timeout: float,
+        connect_timeout: float = 5.0,
         name: str | None = None,
         scrub: Callable[[str], str] = lambda s: s,
     ) -> None:
@@ -84,8 +109,14 @@ class AppriseNotifier:
                 f"not a valid apprise URL (scheme {scheme!r} unknown or URL malformed)"
             )
         plugin: Any = self._apprise[0]
+        # apprise's own socket timeouts (cto/rto): a hung service frees its thread.
+        plugin.socket_connect_timeout = min(connect_timeout, timeout)
+        plugin.socket_read_timeout = timeout
         self.private_url: str = plugin.url(privacy=True)
         self.name = name or self.private_url
+        self.family: Family = _family(plugin)
+        self.title_maxlen: int = int(plugin.title_maxlen) or 0
+        self.body_maxlen: int = int(plugin.body_maxlen)
 
     def _send_blocking(self, message: Message) -> DeliveryResult:
         started = time.monotonic()

@@ -1,24 +1,42 @@
-"""Plain-text messages for people: a short title, a body with what to act on. Pure."""
+"""Plain-text messages: the default for plain services, and the fallback that cannot fail.
+
+Titles say what happened and to what (``[FAILED] send-invoice run_abc``); bodies
+say what to act on: the transition, the error, the watch, a link. A batch of
+events from one group becomes one digest. Pure.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from watcher.core.durations import format_duration
 from watcher.core.events import Event, EventKind, WatchType
 from watcher.core.statuses import Severity
-from watcher.notify.serialize import event_to_json, rfc3339
+from watcher.notify.serialize import event_to_json, events_to_json, rfc3339
 
-__all__ = ["Message", "render_json", "render_text"]
+__all__ = [
+    "MAX_LISTED",
+    "Message",
+    "counts_text",
+    "default_title",
+    "event_line",
+    "render_json",
+    "render_text",
+    "transition",
+    "worst_severity",
+]
 
-_MAX_LISTED = 20
+MAX_LISTED = 20
 _MAX_ERROR = 500
+_TITLE_IDS = 5
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """What a notifier sends: title, body, apprise notify type, body format."""
+    """What a notifier sends: title, body, severity (apprise notify type), body format."""
 
     title: str
     body: str
@@ -26,74 +44,130 @@ class Message:
     body_format: str = "text"
 
 
-def _counts(counts: Mapping[str, Any]) -> str:
+def counts_text(counts: Mapping[str, Any]) -> str:
+    """``completed 10, failed 2``."""
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "no runs"
 
 
-def _clip(text: str, limit: int = _MAX_ERROR) -> str:
-    text = " ".join(text.split())
+def clip(text: str, limit: int = _MAX_ERROR) -> str:
+    """One line, at most ``limit`` characters."""
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def worst_severity(events: Sequence[Event]) -> Severity:
+    """The most urgent severity among ``events``."""
+    order = list(Severity)
+    return min((e.severity for e in events), key=order.index)
+
+
 def _who(event: Event) -> str:
-    """The name a human knows the subject by."""
+    """The name a human knows a run by: its task, else the watch's name."""
     task = event.details.get("task")
     if event.watch.type in (WatchType.TRIGGER_RUN, WatchType.TRIGGER_RUNS) and task:
         return str(task)
     return event.watch.display_name
 
 
-def _title(event: Event) -> str:
+def _run_name(event: Event) -> str:
+    who = _who(event)
+    return who if who == event.subject_id else f"{who} {event.subject_id}"
+
+
+_CONDITION_LABEL = {
+    "watch.problem": "watch problem",
+    "run.action_required": "action required",
+    "run.stuck": "stuck",
+    "group.failing": "failing runs",
+}
+
+
+def default_title(event: Event) -> str:
+    """The title of a message about one event."""
     name = event.watch.display_name
     d = event.details
     match event.kind:
         case EventKind.RUN_STATUS_CHANGED:
-            who = _who(event)
-            suffix = "" if who == event.subject_id else f" {event.subject_id}"
-            return f"[{event.to_status.upper()}] {who}{suffix}"
+            return f"[{event.to_status.upper()}] {_run_name(event)}"
         case EventKind.GROUP_RUNS_FAILED:
             return f"[FAILED] run {event.subject_id} failed in {name}"
         case EventKind.GROUP_FINISHED:
-            return f"[FINISHED] {name}: {_counts(d.get('counts', {}))}"
+            return f"[FINISHED] {name}: {counts_text(d.get('counts', {}))}"
         case EventKind.GROUP_REACTIVATED:
             return f"[ACTIVE] {name} is running again ({d.get('num_task_runs')} runs)"
         case EventKind.GROUP_RUNS_ADDED:
             return f"[RUNS ADDED] {name}: +{d.get('added')} ({d.get('num_task_runs')} in all)"
         case EventKind.GROUP_COUNTS_CHANGED:
-            return f"[PROGRESS] {name}: {_counts(d.get('counts', {}))}"
+            return f"[PROGRESS] {name}: {counts_text(d.get('counts', {}))}"
         case EventKind.WATCH_ERROR:
             return f"[WATCH {event.to_status.upper()}] {name}: cannot see upstream"
         case EventKind.WATCH_RECOVERED:
             return f"[RECOVERED] {name}: watching again"
+        case EventKind.RUN_STUCK:
+            stuck = format_duration(float(d.get("stuck_seconds", 0)))
+            return f"[STUCK] {_run_name(event)}: {event.to_status} for {stuck}"
+        case EventKind.CONDITION_REMINDER:
+            cause = event.cause or event
+            open_for = format_duration(float(d.get("open_seconds", 0)))
+            return f"[REMINDER] {default_title(cause).split('] ', 1)[-1]} (open {open_for})"
+        case EventKind.CONDITION_RESOLVED:
+            cause = event.cause or event
+            label = _CONDITION_LABEL.get(str(d.get("condition")), str(d.get("condition")))
+            took = format_duration(float(d.get("duration_seconds", 0)))
+            who = name if cause.kind is EventKind.WATCH_ERROR else _run_name(cause)
+            return f"[RESOLVED] {who}: {label} cleared after {took}"
+        case EventKind.NOTIFIER_FAILED:
+            return f"[NOTIFIER FAILED] {event.subject_id}: {d.get('undeliverable', '?')} notifications undeliverable"
+
+
+def transition(event: Event) -> str:
+    """``run_abc: EXECUTING → CRASHED``."""
+    return f"{event.subject_id}: {event.from_status or '(new)'} → {event.to_status}"
+
+
+def event_line(event: Event) -> str:
+    """One line per event: subject, transition, error."""
+    line = transition(event)
+    if error := event.details.get("error"):
+        line += f": {clip(str(error), 200)}"
+    return line
 
 
 def _body(event: Event) -> list[str]:
     d = event.details
     lines: list[str] = []
-    if event.kind in (EventKind.RUN_STATUS_CHANGED, EventKind.GROUP_RUNS_FAILED):
-        before = event.from_status or "(new)"
-        lines.append(f"{event.subject_id}: {before} → {event.to_status}")
-    elif event.kind in (EventKind.WATCH_ERROR, EventKind.WATCH_RECOVERED):
+    if event.kind in (EventKind.WATCH_ERROR, EventKind.WATCH_RECOVERED):
         lines.append(f"{event.watch.key}: {event.from_status} → {event.to_status}")
-    else:
+    elif event.kind is EventKind.NOTIFIER_FAILED:
         lines.append(
-            f"{event.subject_id}: {event.from_status or '(first look)'} → {event.to_status}"
+            f"Notifier {event.subject_id} could not deliver {d.get('undeliverable')} notifications."
         )
-    if error := d.get("error"):
-        lines.append(f"Error: {_clip(str(error))}")
-    if event.kind == EventKind.WATCH_ERROR:
-        lines.append(f"Problem: {_clip(str(d.get('message', '')))}")
+        lines.append(f"Last error: {clip(str(d.get('error', '')))}")
+        if ids := d.get("event_ids"):
+            lines.append("Events: " + ", ".join(map(str, ids)))
+    elif event.kind in (EventKind.CONDITION_REMINDER, EventKind.CONDITION_RESOLVED):
+        cause = event.cause or event
+        lines.append(f"Since {d.get('since')}: {default_title(cause)}")
+        if event.kind is EventKind.CONDITION_RESOLVED:
+            lines.append(f"Now: {d.get('now')}")
+        elif (count := d.get("events", 1)) and int(count) > 1:
+            lines.append(f"{count} events so far")
+    else:
+        lines.append(transition(event))
+    if (error := d.get("error")) and event.kind is not EventKind.NOTIFIER_FAILED:
+        lines.append(f"Error: {clip(str(error))}")
+    if event.kind is EventKind.WATCH_ERROR:
+        lines.append(f"Problem: {clip(str(d.get('message', '')))}")
         lines.append("Notifications for this watch may be late or missing until it recovers.")
-    if event.kind in (
-        EventKind.GROUP_COUNTS_CHANGED,
-        EventKind.GROUP_FINISHED,
-        EventKind.GROUP_REACTIVATED,
-    ):
-        lines.append(f"Runs: {d.get('num_task_runs')} ({_counts(d.get('counts', {}))})")
-        if delta := d.get("delta"):
-            lines.append("Change: " + ", ".join(f"{k} {v:+d}" for k, v in delta.items()))
-        if message := d.get("status_message"):
-            lines.append(f"Status: {_clip(str(message))}")
+    counts = d.get("counts") or d.get("group_counts")
+    if counts:
+        lines.append(
+            f"Runs: {d.get('num_task_runs', sum(counts.values()))} ({counts_text(counts)})"
+        )
+    if delta := d.get("delta"):
+        lines.append("Change: " + ", ".join(f"{k} {v:+d}" for k, v in delta.items()))
+    if message := d.get("status_message"):
+        lines.append(f"Status: {clip(str(message))}")
     facts = []
     if task := d.get("task"):
         facts.append(f"task {task}")
@@ -105,56 +179,85 @@ def _body(event: Event) -> list[str]:
         facts.append("tags " + ", ".join(map(str, tags)))
     if facts:
         lines.append(" · ".join(facts).capitalize())
-    watch = f"Watch: {event.watch.display_name} ({event.watch.type.value} {event.watch.id})"
-    if event.watch.labels:
-        watch += " · " + ", ".join(f"{k}={v}" for k, v in sorted(event.watch.labels.items()))
-    lines.append(watch)
+    lines.append(_watch_line(event))
     if event.url:
         lines.append(event.url)
     lines.append(f"Seen {rfc3339(event.observed_at)} · {event.event_id}")
     return lines
 
 
-def _worst(events: Sequence[Event]) -> Severity:
-    order = list(Severity)
-    return min((e.severity for e in events), key=order.index)
+def _watch_line(event: Event) -> str:
+    line = f"Watch: {event.watch.display_name} ({event.watch.type.value} {event.watch.id})"
+    if event.watch.labels:
+        line += " · " + ", ".join(f"{k}={v}" for k, v in sorted(event.watch.labels.items()))
+    return line
+
+
+def digest_title(events: Sequence[Event]) -> str:
+    """The title of a message about several events (of one group, or folded from many)."""
+    first, last = events[0], events[-1]
+    n = len(events)
+    name = first.watch.display_name
+    if len({(e.watch.key, e.kind) for e in events}) > 1:
+        kinds: dict[str, int] = {}
+        for event in events:
+            kinds[event.kind.value] = kinds.get(event.kind.value, 0) + 1
+        summary = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+        watches = len({e.watch.key for e in events})
+        where = name if watches == 1 else f"{watches} watches"
+        return clip(
+            f"[{worst_severity(events).value.upper()}] {n} events in {where}: {summary}", 250
+        )
+    subjects = list(dict.fromkeys(e.subject_id for e in events))
+    if first.kind is EventKind.GROUP_RUNS_FAILED:
+        shown = ", ".join(subjects[:_TITLE_IDS])
+        more = f" (+{len(subjects) - _TITLE_IDS} more)" if len(subjects) > _TITLE_IDS else ""
+        return clip(f"[FAILED] {n} runs failed in {name}: {shown}{more}", 250)
+    if first.kind is EventKind.RUN_STATUS_CHANGED:
+        if len(subjects) == 1:
+            steps = [events[0].from_status or "(new)"]
+            for before, after in itertools.pairwise(events):
+                if after.from_status != before.to_status:
+                    steps.append(f"{before.to_status} … {after.from_status}")
+                else:
+                    steps.append(before.to_status)
+            steps.append(last.to_status)
+            return clip(f"[{last.to_status.upper()}] {_run_name(last)} ({' → '.join(steps)})", 250)
+        statuses = "/".join(sorted({e.to_status.upper() for e in events}))
+        return clip(f"[{statuses}] {len(subjects)} runs changed in {name}", 250)
+    return clip(f"{default_title(last)} (+{n - 1} earlier)", 250)
 
 
 def render_text(events: Sequence[Event]) -> Message:
-    """One message for one event, or a digest for several of the same watch and kind."""
+    """One message for one event, or a digest for several of the same group."""
     if not events:
         raise ValueError("render_text needs at least one event")
     first = events[0]
     if len(events) == 1:
-        return Message(_title(first), "\n".join(_body(first)), first.severity)
-    name = first.watch.display_name
-    n = len(events)
-    match first.kind:
-        case EventKind.GROUP_RUNS_FAILED:
-            title = f"[FAILED] {n} runs failed in {name}"
-        case EventKind.RUN_STATUS_CHANGED:
-            statuses = sorted({e.to_status for e in events})
-            title = f"[{'/'.join(s.upper() for s in statuses)}] {n} runs changed in {name}"
-        case _:
-            title = f"{_title(events[-1])} (+{n - 1} earlier)"
-    lines = []
-    for event in events[:_MAX_LISTED]:
-        line = f"- {event.subject_id}: {event.from_status or '(new)'} → {event.to_status}"
-        if error := event.details.get("error"):
-            line += f": {_clip(str(error), 200)}"
-        lines.append(line)
-    if n > _MAX_LISTED:
-        lines.append(f"(+{n - _MAX_LISTED} more)")
-    lines.append(f"Watch: {name} ({first.watch.type.value} {first.watch.id})")
+        return Message(clip(default_title(first), 250), "\n".join(_body(first)), first.severity)
+    mixed = len({e.watch.key for e in events}) > 1
+    lines = [
+        f"- {e.watch.display_name + ' ' if mixed else ''}{event_line(e)}"
+        for e in events[:MAX_LISTED]
+    ]
+    if len(events) > MAX_LISTED:
+        lines.append(f"(+{len(events) - MAX_LISTED} more)")
+    latest = events[-1].details
+    counts = latest.get("counts") or latest.get("group_counts")
+    if counts:
+        lines.append(f"Runs now: {counts_text(counts)}")
+    lines.append(_watch_line(first))
     lines.append(f"Seen {rfc3339(events[0].observed_at)} to {rfc3339(events[-1].observed_at)}")
-    return Message(title, "\n".join(lines), _worst(events))
+    return Message(digest_title(events), "\n".join(lines), worst_severity(events))
 
 
-def render_json(event: Event) -> Message:
-    """``format: json``: the body is the event itself."""
-    return Message(
-        title=f"{event.kind.value} {event.subject_id}",
-        body=event_to_json(event),
-        severity=event.severity,
-        body_format="text",
-    )
+def render_json(events: Sequence[Event]) -> Message:
+    """``format: json``: the body is the event itself, or ``{"digest": true, "events": [...]}``."""
+    first = events[0]
+    if len(events) == 1:
+        body = event_to_json(first)
+        title = f"{first.kind.value} {first.subject_id}"
+    else:
+        body = events_to_json(events)
+        title = f"digest of {len(events)} {first.kind.value} events"
+    return Message(title=title, body=body, severity=worst_severity(events), body_format="text")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from watcher.core.events import Event
 
-__all__ = ["event_to_dict", "event_to_json", "rfc3339"]
+__all__ = ["event_to_dict", "event_to_json", "events_to_json", "rfc3339"]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -35,6 +36,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "observed_at": rfc3339(event.observed_at),
         "url": event.url,
         "details": _plain(dict(event.details)),
+        **({"cause": event_to_dict(event.cause)} if event.cause is not None else {}),
     }
 
 
@@ -51,4 +53,11 @@ def _plain(value: Any) -> Any:
 
 def event_to_json(event: Event) -> str:
     """The event as a compact JSON document."""
-    return json.dumps(event_to_dict(event), separators=(",", ":"), sort_keys=False)
+    return json.dumps(event_to_dict(event), separators=(",", ":"))
+
+
+def events_to_json(events: Sequence[Event]) -> str:
+    """A digest: ``{"digest": true, "events": [...]}``, each event in its own shape."""
+    return json.dumps(
+        {"digest": True, "events": [event_to_dict(e) for e in events]}, separators=(",", ":")
+    )

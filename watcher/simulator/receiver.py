@@ -50,11 +50,12 @@ class Received:
         return str(self.payload.get("message", ""))
 
     @property
-    def event(self) -> dict[str, Any]:
-        """For ``format: json`` notifiers: the event carried in the body."""
+    def events(self) -> list[dict[str, Any]]:
+        """For ``format: json`` notifiers: the event(s) carried in the body (digests unpacked)."""
         data = json.loads(self.message)
-        assert isinstance(data, dict)
-        return data
+        if isinstance(data, dict) and data.get("digest") is True:
+            return list(data["events"])
+        return [data]
 
 
 class WebhookReceiver:
@@ -107,4 +108,4 @@ class WebhookReceiver:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event received by a ``format: json`` notifier, in arrival order."""
-        return [r.event for r in self.received]
+        return [event for r in self.received for event in r.events]

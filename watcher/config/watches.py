@@ -1,0 +1,130 @@
+"""The ``watches`` section: what to watch, one model per watch type."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from watcher.config.base import PositiveDuration, Strict, UpstreamId
+from watcher.core.events import WatchRef, WatchType, freeze
+from watcher.core.statuses import TRIGGER_STATUSES
+
+__all__ = [
+    "ParallelTaskGroupWatch",
+    "ParallelTaskRunWatch",
+    "TriggerRunWatch",
+    "TriggerRunsFilter",
+    "TriggerRunsWatch",
+    "WatchConfig",
+]
+
+
+class _WatchBase(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    labels: dict[str, str] = Field(default_factory=dict)
+    notify_initial: bool = False
+    min_interval: PositiveDuration | None = None
+    max_interval: PositiveDuration | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if not key or not all(c.isalnum() or c in "_-" for c in key):
+                raise ValueError(f"label name {key!r}: use letters, digits, '_' or '-'")
+        return labels
+
+    def ref(self) -> WatchRef:
+        """This watch's identity as carried by its events."""
+        raise NotImplementedError
+
+
+class _SingleWatch(_WatchBase):
+    id: UpstreamId
+
+    def ref(self) -> WatchRef:
+        """This watch's identity as carried by its events."""
+        kind = WatchType(getattr(self, "type"))  # noqa: B009 - defined by each subclass as a Literal
+        return WatchRef(kind, self.id, self.name, freeze(self.labels))
+
+
+class ParallelTaskGroupWatch(_SingleWatch):
+    """A Parallel task group: its counts, failed runs, finishing."""
+
+    type: Literal["parallel_task_group"]
+
+
+class _RunWatch(_SingleWatch):
+    stuck_after: PositiveDuration | None = None
+    """Notify (``run.stuck``) when the run stays in one non-terminal status this long."""
+
+
+class ParallelTaskRunWatch(_RunWatch):
+    """A single Parallel task run."""
+
+    type: Literal["parallel_task_run"]
+
+
+class TriggerRunWatch(_RunWatch):
+    """A single Trigger.dev run."""
+
+    type: Literal["trigger_run"]
+
+
+class TriggerRunsFilter(Strict):
+    """``filter[...]`` of Trigger.dev's list endpoint."""
+
+    status: list[str] = Field(default_factory=list)
+    task: list[str] = Field(default_factory=list)
+    tag: list[str] = Field(default_factory=list)
+    version: list[str] = Field(default_factory=list)
+    queue: list[str] = Field(default_factory=list)
+    period: str = Field(default="1d", pattern=r"^\d+[smhdw]$")
+    is_test: bool | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _known_statuses(cls, statuses: list[str]) -> list[str]:
+        unknown = [s for s in statuses if s not in TRIGGER_STATUSES]
+        if unknown:
+            raise ValueError(
+                f"unknown Trigger.dev status {', '.join(map(repr, unknown))} "
+                f"(the API answers 400); known: {', '.join(sorted(TRIGGER_STATUSES))}"
+            )
+        return statuses
+
+
+class TriggerRunsWatch(_WatchBase):
+    """Every Trigger.dev run matching a filter, discovered by listing."""
+
+    type: Literal["trigger_runs"]
+    id: UpstreamId | None = None
+    filter: TriggerRunsFilter = Field(default_factory=TriggerRunsFilter)
+    max_runs: int = Field(default=1000, ge=1, le=100_000)
+    max_pages: int = Field(default=20, ge=1, le=1000)
+    page_size: int = Field(default=100, ge=1, le=100)
+    discovery_interval: PositiveDuration | None = None
+    stuck_after: PositiveDuration | None = None
+
+    @property
+    def watch_id(self) -> str:
+        """The configured id, else one derived from the filter (stable across restarts)."""
+        if self.id:
+            return self.id
+        digest = hashlib.sha256(
+            json.dumps(self.filter.model_dump(), sort_keys=True).encode()
+        ).hexdigest()
+        return f"runs-{digest[:10]}"
+
+    def ref(self) -> WatchRef:
+        """This watch's identity as carried by its events."""
+        return WatchRef(WatchType.TRIGGER_RUNS, self.watch_id, self.name, freeze(self.labels))
+
+
+WatchConfig = Annotated[
+    ParallelTaskGroupWatch | ParallelTaskRunWatch | TriggerRunWatch | TriggerRunsWatch,
+    Field(discriminator="type"),
+]

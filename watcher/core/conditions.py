@@ -1,0 +1,184 @@
+"""Conditions: bad states that last, derived from the event stream. Sans-I/O.
+
+Some events open a condition that stays bad until another event closes it:
+
+==================  ===============================  ==============================
+condition           opened by                        closed by
+==================  ===============================  ==============================
+watch.problem       ``watch.error``                  ``watch.recovered``
+run.action_required a run entering ``action_required`` the run's next status change
+run.stuck           ``run.stuck``                    the run's next status change
+group.failing       ``group.runs_failed`` (or an     ``group.finished``
+                    unnamed failure in the counts)
+==================  ===============================  ==============================
+
+While a condition is open, routes with ``repeat_interval`` remind people of it;
+when it closes, routes with ``send_resolved`` say so. A failing group that
+finishes is not "resolved": its ``group.finished`` message says how it ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from watcher.core.events import Event, EventKind, freeze, make_event_id
+from watcher.core.statuses import ParallelStatus, Severity
+
+__all__ = ["Condition", "ConditionBook", "ConditionKind", "reminder_event"]
+
+
+class ConditionKind(StrEnum):
+    """The lasting bad states the watcher tracks."""
+
+    WATCH_PROBLEM = "watch.problem"
+    ACTION_REQUIRED = "run.action_required"
+    RUN_STUCK = "run.stuck"
+    GROUP_FAILING = "group.failing"
+
+    @property
+    def resolvable(self) -> bool:
+        """Whether its end is news worth a resolved message."""
+        return self is not ConditionKind.GROUP_FAILING
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """An open condition: the event that opened it, the latest that fed it."""
+
+    key: str
+    kind: ConditionKind
+    opened: Event
+    latest: Event
+    count: int = 1
+
+    @property
+    def since(self) -> datetime:
+        """When it was first observed."""
+        return self.opened.observed_at
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _opens(event: Event) -> tuple[str, ConditionKind] | None:
+    watch = event.watch.key
+    match event.kind:
+        case EventKind.WATCH_ERROR:
+            return f"{watch}#watch", ConditionKind.WATCH_PROBLEM
+        case EventKind.RUN_STATUS_CHANGED if event.to_status == ParallelStatus.ACTION_REQUIRED:
+            return f"{watch}#{event.subject_id}#action_required", ConditionKind.ACTION_REQUIRED
+        case EventKind.RUN_STUCK:
+            return f"{watch}#{event.subject_id}#stuck", ConditionKind.RUN_STUCK
+        case EventKind.GROUP_RUNS_FAILED:
+            group = str(event.details.get("group_id", event.watch.id))
+            return f"{watch}#{group}#failing", ConditionKind.GROUP_FAILING
+        case EventKind.GROUP_COUNTS_CHANGED if (
+            event.severity is Severity.FAILURE and event.to_status == "active"
+        ):
+            return f"{watch}#{event.subject_id}#failing", ConditionKind.GROUP_FAILING
+    return None
+
+
+def _closes(event: Event) -> list[str]:
+    watch = event.watch.key
+    match event.kind:
+        case EventKind.WATCH_RECOVERED:
+            return [f"{watch}#watch"]
+        case EventKind.RUN_STATUS_CHANGED:
+            keys = [f"{watch}#{event.subject_id}#stuck"]
+            if event.to_status != ParallelStatus.ACTION_REQUIRED:
+                keys.append(f"{watch}#{event.subject_id}#action_required")
+            return keys
+        case EventKind.GROUP_FINISHED:
+            return [f"{watch}#{event.subject_id}#failing"]
+    return []
+
+
+class ConditionBook:
+    """The open conditions, fed one event at a time."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Condition] = {}
+
+    def observe(self, event: Event) -> list[tuple[Condition, Event]]:
+        """Account for ``event``; return the conditions it closed, with their resolved event."""
+        closed: list[tuple[Condition, Event]] = []
+        for key in _closes(event):
+            condition = self.open.pop(key, None)
+            if condition is not None and condition.kind.resolvable:
+                closed.append((condition, resolved_event(condition, event)))
+        opened = _opens(event)
+        if opened is not None:
+            key, kind = opened
+            current = self.open.get(key)
+            if current is None:
+                self.open[key] = Condition(key, kind, event, event)
+            else:
+                self.open[key] = replace(current, latest=event, count=current.count + 1)
+        return closed
+
+    def forget_watch(self, watch_key: str) -> None:
+        """Drop the conditions of a watch that is no longer watched."""
+        for key in [k for k in self.open if k.split("#", 1)[0] == watch_key]:
+            del self.open[key]
+
+
+def resolved_event(condition: Condition, closing: Event) -> Event:
+    """The resolved message of a condition closed by ``closing``."""
+    opened = condition.opened
+    duration = (closing.observed_at - condition.since).total_seconds()
+    return Event(
+        event_id=make_event_id(opened.event_id, "resolved"),
+        kind=EventKind.CONDITION_RESOLVED,
+        severity=Severity.SUCCESS,
+        source=opened.source,
+        watch=opened.watch,
+        subject_id=opened.subject_id,
+        from_status=condition.latest.to_status,
+        to_status="resolved",
+        observed_at=closing.observed_at,
+        details=freeze(
+            {
+                "condition": condition.kind.value,
+                "since": _rfc3339(condition.since),
+                "duration_seconds": round(max(0.0, duration), 3),
+                "opened_event_id": opened.event_id,
+                "resolved_by": closing.event_id,
+                "now": closing.to_status,
+            }
+        ),
+        url=opened.url,
+        cause=opened,
+    )
+
+
+def reminder_event(condition: Condition, now: datetime, number: int) -> Event:
+    """The ``number``-th reminder that ``condition`` is still open at ``now``."""
+    opened, latest = condition.opened, condition.latest
+    return Event(
+        event_id=make_event_id(opened.event_id, "reminder", number),
+        kind=EventKind.CONDITION_REMINDER,
+        severity=min(opened.severity, latest.severity, key=list(Severity).index),
+        source=opened.source,
+        watch=opened.watch,
+        subject_id=opened.subject_id,
+        from_status=opened.from_status,
+        to_status=latest.to_status,
+        observed_at=now,
+        details=freeze(
+            {
+                "condition": condition.kind.value,
+                "since": _rfc3339(condition.since),
+                "open_seconds": round(max(0.0, (now - condition.since).total_seconds()), 3),
+                "reminder": number,
+                "events": condition.count,
+                "opened_event_id": opened.event_id,
+                "latest": dict(latest.details),
+            }
+        ),
+        url=opened.url,
+        cause=opened,
+    )
