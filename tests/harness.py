@@ -54,9 +54,14 @@ class Env:
 
 
 def make_config(
-    sim_url: str, notifier_urls: list[tuple[str, list[str], str]], **sections: Any
+    sim_url: str,
+    notifier_urls: list[tuple[str, list[str], str]] | list[dict[str, Any]],
+    **sections: Any,
 ) -> WatcherConfig:
-    """A validated config pointing both sources at the simulator."""
+    """A validated config pointing both sources at the simulator.
+
+    Notifiers are ``(url, tags, format)`` tuples or full config mappings.
+    """
     data: dict[str, Any] = {
         "polling": FAST_POLLING,
         "sources": {
@@ -64,7 +69,8 @@ def make_config(
             "trigger": {"base_url": sim_url, "reserve": 0},
         },
         "notifiers": [
-            {"url": url, "tags": tags, "format": fmt} for url, tags, fmt in notifier_urls
+            n if isinstance(n, dict) else {"url": n[0], "tags": n[1], "format": n[2]}
+            for n in notifier_urls
         ],
         # No grouping delays unless a test asks for them: latency-sensitive assertions.
         # No grouping delays unless a test asks for them: latency-sensitive assertions.
@@ -99,6 +105,7 @@ async def running(
     fmt: str = "json",
     limiter: TriggerLimiter | None = None,
     settings: Settings | None = None,
+    notifiers: list[dict[str, Any]] | None = None,
     **sections: Any,
 ) -> AsyncIterator[Env]:
     """Simulator + receiver + daemon; stops the daemon cleanly on exit."""
@@ -111,9 +118,8 @@ async def running(
     async with anyio.create_task_group() as tg:
         await tg.start(sim.serve)
         await tg.start(receiver.server.serve)
-        config = make_config(
-            sim.url, [(receiver.apprise_url("json"), ["all"], fmt)], watches=watches, **sections
-        )
+        default = [{"url": receiver.apprise_url("json"), "tags": ["all"], "format": fmt}]
+        config = make_config(sim.url, notifiers or default, watches=watches, **sections)
         daemon = Daemon(
             config,
             settings

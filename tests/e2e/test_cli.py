@@ -273,3 +273,53 @@ def test_demo_shows_a_failure_a_finished_group_and_a_crash() -> None:
     assert "[CRASHED] send-invoice run_invoice_4711" in out
     assert "[FAILED] sync-crm run_sync_crm_9001" in out
     assert "Demo done" in out
+
+
+def test_routes_show_and_test(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        {
+            "notifiers": [
+                {"url": "json://127.0.0.1:9/a", "tags": ["oncall"], "name": "pager"},
+                {"url": "json://127.0.0.1:9/b", "tags": ["audit"], "name": "audit-log"},
+            ],
+            "routes": [
+                {
+                    "match": {"labels.team": "data"},
+                    "notify": ["audit"],
+                    "continue": True,
+                    "routes": [{"match": {"severity": "failure"}, "notify": ["oncall"]}],
+                },
+                {"match": {}, "notify": ["audit"]},
+            ],
+        },
+    )
+    shown = subprocess.run(
+        [*CLI, "routes", "show", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "routes[0].routes[0]: match severity=failure" in shown.stdout
+    event = "{severity: failure, watch: {type: trigger_run, id: run_a, labels: {team: data}}}"
+    tested = subprocess.run(
+        [*CLI, "routes", "test", "-c", str(config), "--event", event],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stderr
+    assert "routes[0].routes[0] -> pager" in tested.stdout
+    assert "notifiers: pager, audit-log" in tested.stdout
+    bad = subprocess.run(
+        [*CLI, "routes", "test", "-c", str(config), "--event", "{severity: fatal}"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "'fatal' is not a valid Severity" in bad.stderr

@@ -32,7 +32,10 @@ def check_config(config: WatcherConfig, settings: Settings, args: argparse.Names
     )
     print(f", {len(slots)} notifiers, {routes}")
     for slot in slots:
-        print(f"  notifier {slot.name} tags={sorted(slot.tags)} format={slot.format}")
+        family = getattr(slot.notifier, "family", "text")
+        print(
+            f"  notifier {slot.name} tags={sorted(slot.tags)} format={slot.format} style={family}"
+        )
     return EXIT_OK
 
 

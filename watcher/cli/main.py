@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="compress the scenario's timeline (default 1.0)"
     )
     demo.add_argument("--verbose", action="store_true", help="show the daemon's log as well")
+    routes = command("routes", "show the route tree, or test where an event would go")
+    routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
+    _common(routes_sub.add_parser("show", help="print the route tree and silences"), top=False)
+    test = routes_sub.add_parser("test", help="print the routes and notifiers an event reaches")
+    _common(test, top=False)
+    test.add_argument(
+        "--event",
+        help="the event as JSON or YAML, e.g. '{kind: run.status_changed, severity: failure}'",
+    )
+    test.add_argument("--event-file", type=Path, help="a JSON or YAML file holding the event")
     sim = command("simulate", "serve the API simulator on loopback (for trying configs by hand)")
     sim.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sim.add_argument(
@@ -135,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from watcher.cli import commands
 
         match args.command:
+            case "routes":
+                from watcher.cli import routes
+
+                if args.routes_command == "show":
+                    return routes.show(config)
+                return routes.test(config, args.event, args.event_file)
             case "check-config":
                 return commands.check_config(config, settings, args)
             case "once":

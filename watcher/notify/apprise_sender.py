@@ -109,11 +109,18 @@ class AppriseNotifier:
                 f"not a valid apprise URL (scheme {scheme!r} unknown or URL malformed)"
             )
         plugin: Any = self._apprise[0]
-        # apprise's own socket timeouts (cto/rto): a hung service frees its thread.
-        plugin.socket_connect_timeout = min(connect_timeout, timeout)
-        plugin.socket_read_timeout = timeout
+        # apprise's own socket timeouts (cto/rto), inside its service timeout: a hung
+        # service gives up on the network before apprise stops waiting for it, so an
+        # abandoned send does not deliver late (and twice, after our retry).
+        plugin.socket_connect_timeout = min(connect_timeout, timeout * 0.5)
+        plugin.socket_read_timeout = timeout * 0.8
+        # apprise throttles each service on its own (5.5 s between e-mails); the
+        # channel's token bucket (max_per_minute/burst) does that job here, and a
+        # throttle inside a send would eat the send's timeout.
+        plugin.request_rate_per_sec = 0
         self.private_url: str = plugin.url(privacy=True)
-        self.name = name or self.private_url
+        # The private URL without its (long, default-filled) query string.
+        self.name = name or self.private_url.split("?", 1)[0]
         self.family: Family = _family(plugin)
         self.title_maxlen: int = int(plugin.title_maxlen) or 0
         self.body_maxlen: int = int(plugin.body_maxlen)

@@ -1,0 +1,154 @@
+"""``run-watcher routes show`` and ``routes test``: see where events would go."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from watcher.config.loader import ConfigError
+from watcher.config.model import WatcherConfig
+from watcher.config.notifications import build_routes
+from watcher.core.durations import format_duration
+from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
+from watcher.core.routing import Matcher, RouteNode, resolve
+from watcher.core.silences import silenced_by
+from watcher.core.statuses import Severity, Source, classify
+
+__all__ = ["event_from_mapping", "show", "test"]
+
+
+def _notifier_names(config: WatcherConfig, notify: tuple[str, ...] | None) -> list[str]:
+    names = []
+    for index, notifier in enumerate(config.notifiers):
+        if notify is None or set(notifier.tags) & set(notify):
+            names.append(notifier.name or f"notifiers[{index}]")
+    return names
+
+
+def _matcher_text(name: str, m: Matcher) -> str:
+    parts = sorted(m.equal) + [f"~{p.pattern}" for p in m.regex]
+    parts += [f"!{v}" for v in sorted(m.not_equal)] + [f"!~{p.pattern}" for p in m.not_regex]
+    return f"{name}={'|'.join(parts)}"
+
+
+def _settings_text(node: RouteNode) -> str:
+    s = node.settings
+    text = f"group_by=[{', '.join(s.group_by)}] wait={format_duration(s.group_wait)} interval={format_duration(s.group_interval)}"
+    if s.repeat_interval:
+        text += f" repeat={format_duration(s.repeat_interval)}"
+    if s.send_resolved:
+        text += " send_resolved"
+    if s.title_template or s.body_template:
+        text += " templated"
+    return text
+
+
+def show(config: WatcherConfig) -> int:
+    """Print the route tree with the notifiers each route reaches."""
+    routes = build_routes(config.routes, config.notifications)
+
+    def walk(nodes: tuple[RouteNode, ...], depth: int) -> None:
+        for node in nodes:
+            match = (
+                " ".join(_matcher_text(k, m) for k, m in node.matchers.items()) or "(everything)"
+            )
+            cont = " continue" if node.continue_ else ""
+            notifiers = ", ".join(_notifier_names(config, node.settings.notify)) or "(nobody)"
+            print(f"{'  ' * depth}{node.id}: match {match}{cont}")
+            print(f"{'  ' * depth}  -> {notifiers}  [{_settings_text(node)}]")
+            walk(node.children, depth + 1)
+
+    walk(routes, 0)
+    for index, silence in enumerate(config.silences):
+        s = silence.silence(index)
+        match = " ".join(_matcher_text(k, m) for k, m in s.matchers.items()) or "(everything)"
+        print(
+            f"silence {s.id}: match {match}{' (active now)' if s.active(datetime.now(UTC)) else ''}"
+        )
+    return 0
+
+
+def event_from_mapping(data: Mapping[str, Any]) -> Event:
+    """An event from a partial description (fields of the documented JSON shape)."""
+    try:
+        watch_data = dict(data.get("watch") or {})
+        watch_type = WatchType(watch_data.get("type", "trigger_run"))
+        watch = WatchRef(
+            watch_type,
+            str(watch_data.get("id", "example")),
+            watch_data.get("name"),
+            freeze({str(k): str(v) for k, v in (watch_data.get("labels") or {}).items()}),
+        )
+        source = Source(data.get("source", watch_type.source.value))
+        kind = EventKind(data.get("kind", "run.status_changed"))
+        to_status = str(data.get("to_status", data.get("status", "FAILED")))
+        severity = (
+            Severity(data["severity"])
+            if "severity" in data
+            else classify(source, to_status).severity
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError([f"event: {exc}"]) from None
+    return Event(
+        event_id="evt_routes_test",
+        kind=kind,
+        severity=severity,
+        source=source,
+        watch=watch,
+        subject_id=str(data.get("subject_id", watch.id)),
+        from_status=data.get("from_status"),
+        to_status=to_status,
+        observed_at=datetime.now(UTC),
+        details=freeze(dict(data.get("details") or {})),
+    )
+
+
+def _load_event(text: str | None, path: Path | None) -> Event:
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read event file: {exc.strerror}"]) from None
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        try:
+            data = yaml.safe_load(text or "{}")
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"event: neither JSON nor YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            ["event: expected a mapping such as {kind: ..., severity: ..., watch: {...}}"]
+        )
+    return event_from_mapping(data)
+
+
+def test(config: WatcherConfig, event_text: str | None, event_file: Path | None) -> int:
+    """Print which routes and notifiers an event reaches. Exit 1 when it reaches none."""
+    event = _load_event(event_text, event_file)
+    routes = build_routes(config.routes, config.notifications)
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(event.watch.labels.items()))
+    print(
+        f"event: {event.kind.value} severity={event.severity.value} source={event.source.value} "
+        f"watch={event.watch.key}{f' labels {labels}' if labels else ''} to_status={event.to_status}"
+    )
+    silence = silenced_by(
+        [s.silence(i) for i, s in enumerate(config.silences)], event, datetime.now(UTC)
+    )
+    if silence is not None:
+        print(f"silenced now by {silence.id}: it would not be sent")
+    reached: list[str] = []
+    for node in resolve(routes, event):
+        names = _notifier_names(config, node.settings.notify)
+        print(f"{node.id} -> {', '.join(names) or '(nobody)'}  [{_settings_text(node)}]")
+        reached += [n for n in names if n not in reached]
+    if not reached:
+        print("no notifier: the event would not be sent")
+        return 1
+    print(f"notifiers: {', '.join(reached)}")
+    return 0 if silence is None else 1
