@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
@@ -21,6 +21,40 @@ from watcher.simulator.world import World
 FAST_POLLING = {"min_interval": "100ms", "max_interval": "400ms", "discovery_interval": "200ms"}
 
 
+class Served:
+    """A server in its own cancel scope, so a test can take it down and bring it back."""
+
+    def __init__(self, server: HttpServer, tg: TaskGroup) -> None:
+        self.server = server
+        self._tg = tg
+        self._scope: anyio.CancelScope | None = None
+
+    async def up(self) -> None:
+        async def serve(
+            *, task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED
+        ) -> None:
+            with anyio.CancelScope() as scope:
+                await self.server.serve(task_status=_Forward(task_status, scope))
+
+        self._scope = await self._tg.start(serve)
+
+    def down(self) -> None:
+        """Stop listening: connections are refused until :meth:`up`."""
+        assert self._scope is not None
+        self._scope.cancel()
+
+
+class _Forward:
+    """Reports the cancel scope of a served task once it listens."""
+
+    def __init__(self, status: TaskStatus[anyio.CancelScope], scope: anyio.CancelScope) -> None:
+        self._status = status
+        self._scope = scope
+
+    def started(self, value: object = None) -> None:
+        self._status.started(self._scope)
+
+
 @dataclass
 class Env:
     """What a running test environment offers."""
@@ -30,6 +64,7 @@ class Env:
     api: SimulatorApi
     receiver: WebhookReceiver
     daemon: Daemon
+    served: Served | None = None
 
     async def wait_events(self, count: int, within: float = 15.0) -> list[dict[str, Any]]:
         """Wait for ``count`` JSON events at the receiver; return them all."""
@@ -116,7 +151,8 @@ async def running(
     sim = HttpServer(api)
     receiver = WebhookReceiver()
     async with anyio.create_task_group() as tg:
-        await tg.start(sim.serve)
+        served = Served(sim, tg)
+        await served.up()
         await tg.start(receiver.server.serve)
         default = [{"url": receiver.apprise_url("json"), "tags": ["all"], "format": fmt}]
         config = make_config(sim.url, notifiers or default, watches=watches, **sections)
@@ -125,22 +161,30 @@ async def running(
             settings
             or Settings(parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key),
         )
-        done = anyio.Event()
+        async with run_daemon(daemon):
+            yield Env(world, sim, api, receiver, daemon, served)
+        tg.cancel_scope.cancel()
 
-        async def run_daemon(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-            await daemon.run(handle_signals=False, task_status=task_status)
-            done.set()
 
-        await tg.start(run_daemon)
+@asynccontextmanager
+async def run_daemon(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """Run ``daemon`` until the context exits, then stop it cleanly."""
+    done = anyio.Event()
+
+    async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await daemon.run(handle_signals=False, task_status=task_status)
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(run)
         with anyio.fail_after(15):
             await daemon.ready.wait()
         try:
-            yield Env(world, sim, api, receiver, daemon)
+            yield daemon
         finally:
             daemon.request_stop()
             with anyio.fail_after(15):
                 await done.wait()
-            tg.cancel_scope.cancel()
 
 
 def titles(received: list[Received]) -> list[str]:

@@ -119,6 +119,7 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
         PARALLEL_API_KEY="k",
         TRIGGER_SECRET_KEY="k",
         SLACK_WEBHOOK_URL="slack://T000/B000/XXXXXXXXX",
+        ONCALL_EMAIL_URL="mailtos://user:pass@smtp.example.com?to=oncall@example.com",
         WATCHER_CONFIG=str(example),
     )
     proc = subprocess.run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -26,6 +28,8 @@ def setup(world: World) -> None:
     world.add_parallel_run("trun_f", "running")
 
 
+_HTTP_DATE_SOON = "__http_date__"
+
 FAULTS = [
     pytest.param("status", 401, [], "auth_failed", id="401"),
     pytest.param("status", 404, [], "not_found", id="404"),
@@ -33,6 +37,12 @@ FAULTS = [
     pytest.param("status", 500, [], "unreachable", id="500"),
     pytest.param("hang", 0, [], "unreachable", id="timeout"),
     pytest.param("malformed", 0, [], "bad_response", id="malformed-json"),
+    pytest.param(
+        "status", 429, [("retry-after", _HTTP_DATE_SOON)], "rate_limited", id="429-http-date"
+    ),
+    pytest.param("status", 503, [("retry-after", "1")], "unreachable", id="503-retry-after"),
+    pytest.param("reset", 0, [], "unreachable", id="reset-mid-body"),
+    pytest.param("drip", 0, [], "unreachable", id="slow-drip"),
 ]
 
 
@@ -47,6 +57,9 @@ async def test_fault_is_reported_once_and_recovery_once(
 ) -> None:
     faulty, healthy = ("run_f", "trun_f") if target == "trigger" else ("trun_f", "run_f")
     path = "/api/v3/runs/run_f" if target == "trigger" else "/tasks/runs/trun_f"
+    if headers and headers[0][1] == _HTTP_DATE_SOON:
+        soon = datetime.now(UTC) + timedelta(seconds=2)
+        headers = [("retry-after", format_datetime(soon, usegmt=True))]
     async with running(WATCHES, setup=setup, sources=SOURCES) as env:
         w = env.world
         w.add_fault(Fault(match=path, kind=kind, status=status, headers=headers))
@@ -138,3 +151,85 @@ async def test_group_counts_still_flow_when_the_runs_stream_is_missing() -> None
     assert "/tasks/groups/tgrp_x/runs" in events[0]["details"]["message"]
     assert events[1]["severity"] == "failure"
     assert events[3]["subject_id"] == failed
+
+
+async def test_a_5xx_burst_is_absorbed_and_nothing_is_lost() -> None:
+    async with running(WATCHES, setup=setup) as env:
+        env.world.add_fault(Fault(match="/api/v3/runs/run_f", status=502, times=5))
+        env.world.set_trigger_run("run_f", "FAILED", "during the burst")
+        events = await env.wait_until(
+            lambda evs: any(e["kind"] == "run.status_changed" for e in evs)
+        )
+        events = await env.settle(1.0)
+    kinds = [e["kind"] for e in events if e["watch"]["id"] == "run_f"]
+    assert kinds == ["watch.error", "watch.recovered", "run.status_changed"]
+
+
+async def test_connection_refused_then_back() -> None:
+    async with running(WATCHES, setup=setup) as env:
+        assert env.served is not None
+        env.served.down()
+        await env.wait_until(
+            lambda evs: (
+                len(of_kind(evs, "watch.error", "run_f")) == 1
+                and len(of_kind(evs, "watch.error", "trun_f")) == 1
+            )
+        )
+        env.world.set_trigger_run("run_f", "COMPLETED")
+        await env.served.up()
+        events = await env.wait_until(
+            lambda evs: any(e["kind"] == "run.status_changed" for e in evs)
+        )
+        events = await env.settle(1.0)
+    errors = [e for e in events if e["kind"] == "watch.error"]
+    assert {e["to_status"] for e in errors} == {"unreachable"}
+    assert "connection failed" in errors[0]["details"]["message"]
+    assert len(of_kind(events, "watch.recovered", "run_f")) == 1
+    assert len(of_kind(events, "watch.recovered", "trun_f")) == 1
+
+
+async def test_trigger_limiter_429_with_only_the_reset_header() -> None:
+    """A simulator enforcing a tiny token bucket: the watcher waits for x-ratelimit-reset."""
+    from watcher.simulator.api import TriggerLimiter
+
+    def many(world: World) -> None:
+        for i in range(8):
+            world.add_trigger_run(f"run_l{i}", "t", "EXECUTING")
+
+    watches = [{"type": "trigger_run", "id": f"run_l{i}"} for i in range(8)]
+    limiter = TriggerLimiter(refill=4, interval=1.0, capacity=4)
+    async with running(
+        watches, setup=many, limiter=limiter, sources={"trigger": {"reserve": 0}}
+    ) as env:
+        for i in range(8):
+            env.world.set_trigger_run(f"run_l{i}", "COMPLETED")
+        events = await env.wait_until(
+            lambda evs: sum(1 for e in evs if e["kind"] == "run.status_changed") == 8, within=30
+        )
+        events = await env.settle(1.0)
+        rejected = limiter.rejected
+        requests = env.world.requests.get("trigger.run", 0)
+    assert not [e for e in events if e["kind"] == "watch.error"]
+    assert requests > 8
+    # The limiter's headers keep the watcher under it: few 429s for all those requests.
+    assert rejected <= 3, (rejected, requests)
+
+
+async def test_a_runs_stream_broken_mid_event_resumes_from_the_cursor() -> None:
+    def group(world: World) -> None:
+        world.add_group("tgrp_b", 6, status="running")
+
+    async with running([{"type": "parallel_task_group", "id": "tgrp_b"}], setup=group) as env:
+        env.world.add_fault(
+            Fault(match="/tasks/groups/tgrp_b/runs", kind="break_stream", after=2, times=1)
+        )
+        failed = env.world.progress_group("tgrp_b", 6, "failed", "boom")
+        events = await env.wait_until(
+            lambda evs: len([e for e in evs if e["kind"] == "group.runs_failed"]) >= 6
+        )
+        events = await env.settle(1.0)
+        stream_reads = env.world.requests["parallel.runs_stream"]
+    failures = [e["subject_id"] for e in events if e["kind"] == "group.runs_failed"]
+    assert sorted(failures) == sorted(failed)  # every failed run once, none twice
+    assert stream_reads >= 2  # the second read resumed after the last complete event
+    assert not [e for e in events if e["kind"] == "watch.error"]

@@ -99,13 +99,13 @@ def routes(yaml: str = "", **defaults: object) -> tuple[RouteNode, ...]:
 
 
 async def run(dispatcher: Dispatcher, events: Sequence[Event], settle: float = 0.2) -> None:
-    send, receive = anyio.create_memory_object_stream[Event](100_000)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(dispatcher.run, receive)
-        async with send:
-            for e in events:
-                await send.send(e)
-            await anyio.sleep(settle)
+        await tg.start(dispatcher.run)
+        for e in events:
+            await dispatcher.publish([e])
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(settle)
+        dispatcher.close()
 
 
 async def test_routes_pick_notifiers_and_each_gets_an_event_once() -> None:
@@ -196,11 +196,10 @@ async def test_undeliverable_is_logged_and_the_other_notifiers_hear_of_it() -> N
 async def test_a_slow_notifier_does_not_hold_back_another() -> None:
     slow, fast = FakeNotifier("slow", delay=5.0), FakeNotifier("fast")
     dispatcher = Dispatcher(routes(), [channel(slow), channel(fast)], SystemClock())
-    send, receive = anyio.create_memory_object_stream[Event](100)
-    async with send, anyio.create_task_group() as tg:
-        tg.start_soon(dispatcher.run, receive)
+    async with anyio.create_task_group() as tg:
+        await tg.start(dispatcher.run)
         for i in range(3):
-            await send.send(event(i, watch=f"run_{i}"))
+            await dispatcher.publish([event(i, watch=f"run_{i}")])
         with anyio.fail_after(1.0):
             await fast.wait_for(3)
         assert slow.messages == []
@@ -274,7 +273,7 @@ routes:
     )
     channels = [channel(oncall, ["oncall"]), channel(audit, ["audit"])]
     dispatcher = Dispatcher(tree, channels, SystemClock())
-    dispatcher.route(watch_error())
+    dispatcher.apply(dispatcher.plan([watch_error()]))
     counts = []
     for minutes in (30, 61, 90, 125, 245):
         counts.append(dispatcher.remind(T0 + timedelta(minutes=minutes)))
@@ -297,8 +296,7 @@ routes:
     )
     channels = [channel(oncall, ["oncall"]), channel(audit, ["audit"])]
     dispatcher = Dispatcher(tree, channels, SystemClock())
-    dispatcher.route(watch_error())
-    dispatcher.route(recovered(12))
+    dispatcher.apply(dispatcher.plan([watch_error(), recovered(12)]))
     oncall_events = [e for b in channels[0].grouper.drain() for e in b.items]
     audit_events = [e for b in channels[1].grouper.drain() for e in b.items]
     # The recovery itself (info) goes where info goes; the resolved message to where the problem went.

@@ -7,6 +7,7 @@ Durations are seconds (floats) after validation; the file may say ``"500ms"``,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -128,6 +129,10 @@ class DeliveryConfig(Strict):
 class WatcherConfig(Strict):
     """The whole configuration file."""
 
+    state_file: Path | None = None
+    """SQLite checkpoint of watch states and the notification outbox (off when unset)."""
+    retention: Duration = 86400.0
+    """How long finished runs stay in memory (and discovered ones in the state file)."""
     polling: PollingConfig = Field(default_factory=PollingConfig)
     watches: list[WatchConfig] = Field(default_factory=list)
     notifiers: list[NotifierConfig] = Field(default_factory=list)

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["BudgetPolicy", "BudgetState", "blocked", "observe", "refill", "take", "wait_time"]
+__all__ = [
+    "BudgetPolicy",
+    "BudgetState",
+    "blocked",
+    "full",
+    "observe",
+    "probing",
+    "refill",
+    "take",
+    "wait_time",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,15 @@ def full(policy: BudgetPolicy, now: float) -> BudgetState:
     return BudgetState(tokens=policy.burst, updated=now)
 
 
+def probing(policy: BudgetPolicy, now: float) -> BudgetState:
+    """A bucket that starts with one token: the first answer says where the server stands.
+
+    Without it, a daemon starting with many watches would spend its whole burst
+    before it learns that the environment's budget is nearly used up.
+    """
+    return BudgetState(tokens=min(1.0, policy.burst), updated=now)
+
+
 def refill(state: BudgetState, policy: BudgetPolicy, now: float) -> BudgetState:
     """Add the tokens earned since ``state.updated``."""
     if now <= state.updated:
@@ -60,7 +79,9 @@ def wait_time(state: BudgetState, policy: BudgetPolicy, now: float) -> float:
     block = max(0.0, state.blocked_until - now)
     if state.tokens >= 1:
         return block
-    return max(block, (1 - state.tokens) / policy.rate)
+    # Tokens accrue from ``updated`` on, which lies in the future after a block.
+    accrual = max(0.0, state.updated - now) + (1 - state.tokens) / policy.rate
+    return max(block, accrual)
 
 
 def take(state: BudgetState, policy: BudgetPolicy, now: float) -> tuple[BudgetState, bool]:
@@ -90,9 +111,7 @@ def observe(
     usable = remaining - policy.reserve
     if usable <= 0:
         until = now + max(0.0, reset_in if reset_in is not None else 1.0 / policy.rate)
-        return replace(
-            state, tokens=min(state.tokens, 0.0), blocked_until=max(state.blocked_until, until)
-        )
+        return _block(state, now, until)
     if usable < state.tokens:
         return replace(state, tokens=float(usable))
     return state
@@ -100,9 +119,17 @@ def observe(
 
 def blocked(state: BudgetState, now: float, until: float) -> BudgetState:
     """The server said 429: take no request before ``until``."""
+    return _block(state, now, until)
+
+
+def _block(state: BudgetState, now: float, until: float) -> BudgetState:
+    # Refill starts at the reset, not now: the server's window holds fewer tokens
+    # than ours would have earned meanwhile, and the first answer after the reset
+    # (its x-ratelimit-remaining) sets the pace again.
+    until = max(state.blocked_until, until)
     return replace(
         state,
         tokens=min(state.tokens, 0.0),
-        blocked_until=max(state.blocked_until, until),
-        updated=max(state.updated, now),
+        blocked_until=until,
+        updated=max(state.updated, now, until),
     )

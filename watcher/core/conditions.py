@@ -102,6 +102,8 @@ class ConditionBook:
 
     def __init__(self) -> None:
         self.open: dict[str, Condition] = {}
+        self.last_touched: str | None = None
+        """The condition the last observed event opened or fed, if any."""
 
     def observe(self, event: Event) -> list[tuple[Condition, Event]]:
         """Account for ``event``; return the conditions it closed, with their resolved event."""
@@ -111,6 +113,7 @@ class ConditionBook:
             if condition is not None and condition.kind.resolvable:
                 closed.append((condition, resolved_event(condition, event)))
         opened = _opens(event)
+        self.last_touched = opened[0] if opened is not None else None
         if opened is not None:
             key, kind = opened
             current = self.open.get(key)

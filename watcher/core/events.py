@@ -55,6 +55,8 @@ class EventKind(StrEnum):
     CONDITION_REMINDER = "condition.reminder"
     CONDITION_RESOLVED = "condition.resolved"
     NOTIFIER_FAILED = "notifier.failed"
+    STATE_UNAVAILABLE = "state.unavailable"
+    STATE_RECOVERED = "state.recovered"
 
 
 def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -415,3 +415,41 @@ def describe(state: WatchState) -> str:
         return snap.status
     counts = ", ".join(f"{k}={v}" for k, v in sorted(snap.counts.items()) if v)
     return f"{group_state(snap)} ({snap.num_task_runs} runs{': ' + counts if counts else ''})"
+
+
+def _upstream_time(event: Event) -> datetime | None:
+    stamp = event.details.get("updated_at") or event.details.get("modified_at")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def mark_late(events: Sequence[Event], started_at: datetime) -> tuple[Event, ...]:
+    """Mark events the watcher saw late: upstream changed them before it started.
+
+    Used for the first poll of a watch restored from the state file, whose
+    transitions may have happened while the daemon was down (``seen_late``).
+    """
+    out = []
+    for event in events:
+        upstream = _upstream_time(event)
+        if event.kind in _LATE_KINDS and (upstream is None or upstream < started_at):
+            event = replace(event, details=freeze({**event.details, "seen_late": True}))
+        out.append(event)
+    return tuple(out)
+
+
+_LATE_KINDS = frozenset(
+    {
+        EventKind.RUN_STATUS_CHANGED,
+        EventKind.GROUP_COUNTS_CHANGED,
+        EventKind.GROUP_FINISHED,
+        EventKind.GROUP_REACTIVATED,
+        EventKind.GROUP_RUNS_ADDED,
+        EventKind.GROUP_RUNS_FAILED,
+    }
+)

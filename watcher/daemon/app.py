@@ -1,8 +1,13 @@
-"""The running process: one task group owns the pollers, the dispatcher and signals.
+"""The running process: one task group owns the pollers, the dispatcher, signals and sweeps.
 
-Shutdown (SIGTERM, SIGINT, or :meth:`Daemon.request_stop`): polling stops, the
-notification queues drain for at most ``delivery.drain_timeout``, whatever is
-left is reported by ``event_id``, and :meth:`Daemon.run` returns.
+Start: open the state file (if any), restore watch states, the outbox and open
+conditions, then poll. Publishing (:meth:`Daemon._publish`): plan deliveries,
+commit the watch states and outbox rows in one transaction, then hand the
+events to the notifier channels. SIGHUP re-reads the config; a bad one is
+refused and the running one stays. Shutdown (SIGTERM, SIGINT, or
+:meth:`Daemon.request_stop`): polling stops, pending notifications go out within
+``delivery.drain_timeout``, what is left is reported by ``event_id`` (and stays in
+the outbox for the next start).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import httpx
@@ -20,100 +26,26 @@ from anyio.abc import TaskStatus
 
 from watcher import __version__
 from watcher.clock import Clock, SystemClock
-from watcher.config.loader import ConfigError
-from watcher.config.model import NotifierConfig, WatcherConfig
+from watcher.config.loader import ConfigError, load_config
+from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
-from watcher.config.settings import DEFAULT_PARALLEL_URL, DEFAULT_TRIGGER_URL, Settings
-from watcher.core.budget import BudgetPolicy
-from watcher.core.events import Event
-from watcher.core.statuses import Source
+from watcher.config.settings import Settings
+from watcher.core.events import Event, EventKind
+from watcher.core.statuses import Severity
 from watcher.core.watch import DiscoveryState, describe
+from watcher.daemon.build import build_channels, build_gates, build_upstreams, check_credentials
+from watcher.daemon.durability import Durability
 from watcher.daemon.logging import SCRUBBER
+from watcher.daemon.state import OutboxRow, StateStore, Stored, WatchWrite
 from watcher.daemon.watcher import Watcher
-from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
-from watcher.notify.channel import DeliveryPolicy, NotifierChannel
-from watcher.notify.dispatcher import Dispatcher
-from watcher.notify.templates import MessageRenderer, TemplateSpec
-from watcher.sources.gate import SourceGate, Ticket
-from watcher.sources.http import HttpLimits, Upstream, build_client
-from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient
+from watcher.notify.channel import NotifierChannel
+from watcher.notify.dispatcher import DEFAULT_ROUTE, Dispatcher, Plan, watcher_event
+from watcher.notify.serialize import condition_from_dict, event_from_dict, event_to_dict
+from watcher.sources.gate import Ticket
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
 log = structlog.get_logger("watcher.daemon")
-
-_EVENT_BUFFER = 10_000
-
-
-def check_credentials(config: WatcherConfig, settings: Settings) -> None:
-    """Refuse to start when a watched upstream has no key; name the variables."""
-    problems = []
-    used = config.sources_used()
-    if Source.PARALLEL in used and settings.parallel_api_key is None:
-        problems.append(
-            "PARALLEL_API_KEY is not set (needed by the parallel_* watches); "
-            "set it, or PARALLEL_API_KEY_FILE, or the systemd credential parallel-api-key"
-        )
-    if Source.TRIGGER in used and settings.trigger_secret_key is None:
-        problems.append(
-            "TRIGGER_SECRET_KEY is not set (needed by the trigger_* watches); "
-            "set it, or TRIGGER_SECRET_KEY_FILE, or the systemd credential trigger-secret-key"
-        )
-    if problems:
-        raise ConfigError(problems)
-
-
-def build_channels(
-    config: WatcherConfig, clock: Clock | None = None, source: str = "config"
-) -> list[NotifierChannel]:
-    """A delivery channel per configured notifier; a bad URL is a config error naming its index."""
-    clock = clock or SystemClock()
-    d = config.delivery
-    policy = DeliveryPolicy(
-        max_attempts=d.max_attempts,
-        retry_for=d.retry_for,
-        initial_backoff=d.initial_backoff,
-        max_backoff=d.max_backoff,
-        queue_size=d.queue_size,
-        json_max_bytes=d.json_max_bytes,
-    )
-    channels = []
-    problems = []
-    for index, cfg in enumerate(config.notifiers):
-        try:
-            notifier = _notifier(cfg, d.timeout, d.connect_timeout)
-        except ValueError as exc:
-            problems.append(f"{source}: notifiers[{index}].url: {exc}")
-            continue
-        renderer = MessageRenderer(
-            family=notifier.family,
-            fmt=cfg.format,
-            spec=TemplateSpec(cfg.title_template, cfg.body_template, cfg.body_format),
-            max_title=notifier.title_maxlen or 250,
-        )
-        channels.append(
-            NotifierChannel(
-                notifier,
-                frozenset(cfg.tags),
-                renderer,
-                BudgetPolicy(cfg.max_per_minute / 60.0, cfg.burst),
-                policy,
-                clock,
-                scrub=SCRUBBER.text,
-            )
-        )
-    if problems:
-        raise ConfigError(problems)
-    return channels
-
-
-def _notifier(cfg: NotifierConfig, timeout: float, connect_timeout: float) -> AppriseNotifier:
-    url = cfg.resolve_url()
-    SCRUBBER.add(url_secrets(url))
-    return AppriseNotifier(
-        url, timeout=timeout, connect_timeout=connect_timeout, name=cfg.name, scrub=SCRUBBER.text
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +60,7 @@ class WatchStatus:
 
 
 class Daemon:
-    """run-watcher's process: build the parts from config, run them, stop cleanly."""
+    """run-watcher's process: build the parts from config, run them, reload, stop cleanly."""
 
     def __init__(
         self,
@@ -139,11 +71,13 @@ class Daemon:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        config_path: Path | None = None,
     ) -> None:
         check_credentials(config, settings)
         SCRUBBER.add(settings.secret_values())
         self.config = config
         self.settings = settings
+        self.config_path = config_path
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._transport = transport
@@ -155,111 +89,129 @@ class Daemon:
             self.channels,
             self.clock,
             silences=[s.silence(i) for i, s in enumerate(config.silences)],
+            sink=self._persist_and_apply,
         )
+        self._wire(self.channels)
+        store = StateStore(config.state_file) if config.state_file is not None else None
+        self.durability = Durability(store, self.clock)
         self._stop = anyio.Event()
         self.ready = anyio.Event()
         self.watcher: Watcher | None = None
-        self._events_send, self._events_receive = anyio.create_memory_object_stream[Event](
-            _EVENT_BUFFER
-        )
+        self.reloads = 0
 
-    # -- construction of the upstream side ---------------------------------------------
+    def _wire(self, channels: Sequence[NotifierChannel]) -> None:
+        for channel in channels:
+            channel.on_delivered = self._delivered
 
-    def _gates(self) -> dict[Source, SourceGate]:
-        cfg = self.config.sources
-        return {
-            Source.PARALLEL: SourceGate(
-                "parallel",
-                BudgetPolicy(
-                    cfg.parallel.requests_per_minute / 60.0,
-                    cfg.parallel.burst,
-                    cfg.parallel.reserve,
-                ),
-                max_concurrency=cfg.parallel.max_concurrency,
-                clock=self.clock,
-            ),
-            Source.TRIGGER: SourceGate(
-                "trigger",
-                BudgetPolicy(
-                    cfg.trigger.requests_per_minute / 60.0, cfg.trigger.burst, cfg.trigger.reserve
-                ),
-                max_concurrency=cfg.trigger.max_concurrency,
-                clock=self.clock,
-            ),
-        }
+    # -- publishing ------------------------------------------------------------------------
 
-    async def _build(self, stack: AsyncExitStack) -> Watcher:
-        cfg = self.config.sources
-        gates = self._gates()
-        used = self.config.sources_used()
-        agent = f"run-watcher/{__version__}"
-        parallel = trigger = None
-        if Source.PARALLEL in used:
-            assert self.settings.parallel_api_key is not None
-            limits = HttpLimits(
-                connect_timeout=cfg.parallel.connect_timeout,
-                read_timeout=cfg.parallel.timeout,
-                total_timeout=cfg.parallel.total_timeout,
-                stream_timeout=cfg.parallel.stream_timeout,
-                stream_idle_timeout=cfg.parallel.stream_idle_timeout,
-                max_connections=cfg.parallel.max_concurrency,
+    async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
+        """Persist the watch states and the events' outbox rows, then deliver."""
+        await self._persist_and_apply(self.dispatcher.plan(events), writes)
+
+    async def _persist_and_apply(self, plan: Plan, writes: Sequence[WatchWrite] = ()) -> None:
+        rows = [
+            OutboxRow(d.event.event_id, d.channel.id, d.route.id, event_to_dict(d.event))
+            for d in plan.deliveries
+        ]
+        healthy = self.durability.healthy
+        await self.durability.commit(writes, rows, list(plan.conditions.items()))
+        self.dispatcher.apply(plan)
+        if self.durability.healthy != healthy:
+            await self._announce_durability()
+
+    async def _delivered(self, channel: NotifierChannel, events: Sequence[Event]) -> None:
+        healthy = self.durability.healthy
+        await self.durability.delivered(channel.id, [e.event_id for e in events])
+        if self.durability.healthy != healthy:
+            await self._announce_durability()
+
+    async def _announce_durability(self) -> None:
+        path = str(self.config.state_file)
+        now = self.clock.wall()
+        if self.durability.healthy:
+            event = watcher_event(
+                EventKind.STATE_RECOVERED,
+                Severity.INFO,
+                path,
+                now,
+                {"from": "unavailable", "to": "ok"},
+                now.isoformat(),
             )
-            client = await stack.enter_async_context(
-                build_client(
-                    self.settings.parallel_base_url
-                    or cfg.parallel.base_url
-                    or DEFAULT_PARALLEL_URL,
-                    {
-                        "x-api-key": self.settings.parallel_api_key.get_secret_value(),
-                        "user-agent": agent,
-                    },
-                    limits,
-                    transport=self._transport,
-                )
+        else:
+            event = watcher_event(
+                EventKind.STATE_UNAVAILABLE,
+                Severity.WARNING,
+                path,
+                now,
+                {
+                    "from": "ok",
+                    "to": "unavailable",
+                    "error": self.durability.error or "",
+                    "message": "notifications are no longer kept across a restart",
+                },
+                now.isoformat(),
             )
-            parallel = ParallelClient(
-                Upstream("parallel", client, gates[Source.PARALLEL], limits),
-                prefix=cfg.parallel.api_prefix,
-                max_stream_events=cfg.parallel.max_stream_events,
-            )
-        if Source.TRIGGER in used:
-            assert self.settings.trigger_secret_key is not None
-            limits = HttpLimits(
-                connect_timeout=cfg.trigger.connect_timeout,
-                read_timeout=cfg.trigger.timeout,
-                total_timeout=cfg.trigger.total_timeout,
-                max_connections=cfg.trigger.max_concurrency,
-            )
-            client = await stack.enter_async_context(
-                build_client(
-                    self.settings.trigger_api_url or cfg.trigger.base_url or DEFAULT_TRIGGER_URL,
-                    {
-                        "authorization": f"Bearer {self.settings.trigger_secret_key.get_secret_value()}",
-                        "x-trigger-api-version": self.settings.trigger_api_version
-                        or cfg.trigger.api_version,
-                        "user-agent": agent,
-                    },
-                    limits,
-                    transport=self._transport,
-                )
-            )
-            trigger = TriggerClient(Upstream("trigger", client, gates[Source.TRIGGER], limits))
+        await self.dispatcher.broadcast(event)
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def _build(self, stack: AsyncExitStack, *, publish: bool = True) -> Watcher:
+        gates = build_gates(self.config.sources, self.clock)
+        upstreams = await build_upstreams(stack, self.config, self.settings, gates, self._transport)
         watcher = Watcher(
             polling=self.config.polling,
-            sources=cfg,
+            sources=self.config.sources,
             clock=self.clock,
             rng=self.rng,
-            emit=self._events_send.send,
             gates=gates,
-            parallel=parallel,
-            trigger=trigger,
-            workers={
-                Source.PARALLEL: cfg.parallel.max_concurrency,
-                Source.TRIGGER: cfg.trigger.max_concurrency,
-            },
+            parallel=upstreams.parallel,
+            trigger=upstreams.trigger,
+            workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
+            retention=self.config.retention,
+            **({"publish": self._publish} if publish else {}),
         )
         self.watcher = watcher
         return watcher
+
+    async def _restore(self, watcher: Watcher, stored: Stored) -> None:
+        deletions = watcher.restore(stored)
+        conditions = []
+        for key, data in stored.conditions.items():
+            try:
+                conditions.append(condition_from_dict(data))
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("stored condition not usable; dropped", condition=key, error=str(exc))
+        self.dispatcher.restore_conditions(conditions)
+        owed: dict[str, int] = {}
+        gone: set[str] = set()
+        for row in stored.outbox:
+            channel = self.dispatcher.channel_by_id(row.notifier)
+            if channel is None:
+                gone.add(row.notifier)
+                continue
+            try:
+                event = event_from_dict(row.event)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.error(
+                    "stored notification not readable; dropped",
+                    event_id=row.event_id,
+                    error=str(exc),
+                )
+                continue
+            channel.accept(event, self.dispatcher.route_by_id(row.route) or DEFAULT_ROUTE)
+            owed[channel.name] = owed.get(channel.name, 0) + 1
+        if owed:
+            log.info("undelivered notifications restored from the outbox", notifiers=owed)
+        for notifier in gone:
+            dropped = await self.durability.forget_notifier(notifier)
+            log.warning(
+                "outbox entries for a notifier no longer configured dropped",
+                notifier=notifier,
+                events=dropped,
+            )
+        if deletions:
+            await self.durability.commit(deletions, [])
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -268,11 +220,22 @@ class Daemon:
         self._stop.set()
 
     async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload_from_file()
+                    continue
                 log.info("signal received; shutting down", signal=signal.Signals(signum).name)
                 self.request_stop()
                 return
+
+    async def _sweeper(self, watcher: Watcher) -> None:
+        every = max(1.0, min(60.0, self.config.retention / 4))
+        while True:
+            await anyio.sleep(every)
+            writes = watcher.sweep(self.clock.wall().timestamp())
+            if writes:
+                await self.durability.commit(writes, [])
 
     async def run(
         self,
@@ -281,41 +244,50 @@ class Daemon:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Watch until asked to stop; then drain notifications and return."""
-        async with AsyncExitStack() as stack, anyio.create_task_group() as root:
+        async with AsyncExitStack() as stack:
+            stored = await self.durability.open()
+            stack.push_async_callback(self.durability.close)
             watcher = await self._build(stack)
-            if handle_signals:
-                root.start_soon(self._signals)
-            dispatch_scope = anyio.CancelScope()
-            dispatch_done = anyio.Event()
+            for watch in self.config.watches:
+                watcher.add(watch)
+            await self._restore(watcher, stored)
+            if not self.config.watches:
+                watcher.first_pass.set()
+            async with anyio.create_task_group() as root:
+                if handle_signals:
+                    root.start_soon(self._signals)
+                dispatch_scope = anyio.CancelScope()
+                dispatch_done = anyio.Event()
 
-            async def dispatch() -> None:
-                with dispatch_scope:
-                    await self.dispatcher.run(self._events_receive)
-                dispatch_done.set()
+                async def dispatch() -> None:
+                    with dispatch_scope:
+                        await self.dispatcher.run()
+                    dispatch_done.set()
 
-            root.start_soon(dispatch)
-            log.info(
-                "run-watcher started",
-                version=__version__,
-                watches=len(self.config.watches),
-                notifiers=[channel.name for channel in self.channels],
-            )
-            async with self._events_send, anyio.create_task_group() as polling:
-                for scheduler in watcher.schedulers.values():
-                    await polling.start(scheduler.run)
-                for watch in self.config.watches:
-                    watcher.add(watch)
-                if not self.config.watches:
-                    watcher.first_pass.set()
-                polling.start_soon(self._announce_ready, watcher)
-                task_status.started()
-                await self._stop.wait()
-                polling.cancel_scope.cancel()
-            dispatch_scope.deadline = anyio.current_time() + self.config.delivery.drain_timeout
-            await dispatch_done.wait()
-            self._report_leftovers(dispatch_scope.cancelled_caught)
-            root.cancel_scope.cancel()
-        log.info("run-watcher stopped", events=watcher.events_emitted)
+                root.start_soon(dispatch)
+                root.start_soon(self._sweeper, watcher)
+                log.info(
+                    "run-watcher started",
+                    version=__version__,
+                    watches=len(self.config.watches),
+                    notifiers=[channel.name for channel in self.channels],
+                    state_file=str(self.config.state_file) if self.config.state_file else None,
+                )
+                if self.durability.enabled and not self.durability.healthy:
+                    await self._announce_durability()
+                async with anyio.create_task_group() as polling:
+                    for scheduler in watcher.schedulers.values():
+                        await polling.start(scheduler.run)
+                    polling.start_soon(self._announce_ready, watcher)
+                    task_status.started()
+                    await self._stop.wait()
+                    polling.cancel_scope.cancel()
+                self.dispatcher.close()
+                dispatch_scope.deadline = anyio.current_time() + self.config.delivery.drain_timeout
+                await dispatch_done.wait()
+                self._report_leftovers(dispatch_scope.cancelled_caught)
+                root.cancel_scope.cancel()
+        log.info("run-watcher stopped", events=watcher.events_published)
 
     async def _announce_ready(self, watcher: Watcher) -> None:
         await watcher.first_pass.wait()
@@ -329,21 +301,76 @@ class Daemon:
                 "shutdown deadline reached with notifications undelivered",
                 drain_timeout=self.config.delivery.drain_timeout,
                 undelivered=leftovers,
+                kept_in_state_file=self.durability.enabled and self.durability.healthy,
             )
         elif timed_out:
             log.warning("shutdown deadline reached while delivering")
         else:
             log.info("notification queues drained")
 
+    # -- reload ----------------------------------------------------------------------------
+
+    async def reload_from_file(self) -> bool:
+        """Re-read the config file (SIGHUP). A bad file is refused; the running config stays."""
+        if self.config_path is None:
+            log.warning("reload requested, but the daemon was not started from a config file")
+            return False
+        try:
+            config = load_config(self.config_path)
+            check_credentials(config, self.settings)
+            channels = build_channels(
+                config, self.clock, str(self.config_path), reuse=self.channels
+            )
+        except ConfigError as exc:
+            log.error("reload refused; the running configuration stays", problems=exc.problems)
+            return False
+        await self.apply_config(config, channels)
+        return True
+
+    async def apply_config(
+        self, config: WatcherConfig, channels: Sequence[NotifierChannel]
+    ) -> None:
+        """Switch to a new (validated) configuration without losing state or schedules."""
+        old = self.config
+        if config.sources != old.sources or config.sources_used() - old.sources_used():
+            log.warning(
+                "the sources section or the set of upstreams changed: restart to apply that part"
+            )
+        if config.state_file != old.state_file:
+            log.warning("state_file changed: restart to apply it")
+        self._wire(channels)
+        self.dispatcher.configure(
+            build_routes(config.routes, config.notifications),
+            [s.silence(i) for i, s in enumerate(config.silences)],
+            channels,
+        )
+        self.channels = list(channels)
+        writes: list[WatchWrite] = []
+        if self.watcher is not None:
+            writes = self.watcher.reconfigure(config.watches, config.polling)
+            self.watcher.retention = config.retention
+            for write in writes:
+                self.dispatcher.conditions.forget_watch(write.key)
+        if writes:
+            await self.durability.commit(writes, [])
+        self.config = config.model_copy(
+            update={"sources": old.sources, "state_file": old.state_file}
+        )
+        self.reloads += 1
+        log.info(
+            "configuration reloaded",
+            watches=len(config.watches),
+            notifiers=[c.name for c in channels],
+            routes=len(config.routes or []),
+            silences=len(config.silences),
+        )
+
+    # -- once ----------------------------------------------------------------------------
+
     async def once(self) -> list[WatchStatus]:
         """Poll every configured watch once, without notifying; report where each stands."""
-
-        async def discard(_: Event) -> None:
-            return None
-
         async with AsyncExitStack() as stack:
-            watcher = await self._build(stack)
-            watcher.emit = discard
+            watcher = await self._build(stack, publish=False)
             runtimes = [watcher.add(watch) for watch in self.config.watches]
             async with anyio.create_task_group() as tg:
                 for rt in runtimes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from watcher.core.events import WatchRef
 from watcher.core.schedule import SchedulePolicy
@@ -43,6 +44,12 @@ class WatchRuntime:
     last_ok_at: float | None = None
     removed: bool = False
     generation: int = 0
+    saved: dict[str, Any] | None = None
+    """The durable state last written to the state file."""
+    restored: bool = False
+    """Read back from the state file and not polled successfully since."""
+    finished_at: float | None = None
+    """Unix time when the run reached a terminal status (for retention)."""
 
     @property
     def source(self) -> Source:

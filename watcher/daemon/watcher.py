@@ -1,19 +1,26 @@
-"""Polling: fetch -> pure step -> events out -> schedule next. One method per watch kind."""
+"""Polling: fetch -> pure step -> publish (persist, then deliver) -> schedule next.
+
+The registry of watches lives here too: adding and removing watches (at start and
+on reload), restoring them from the state file, and retiring finished runs after
+their retention period so memory follows the load, not the daemon's age.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 import anyio
 import structlog
 
 from watcher.clock import Clock
-from watcher.config.model import (
-    PollingConfig,
-    SourcesConfig,
-    TriggerRunsWatch,
-    WatchConfig,
+from watcher.config.model import PollingConfig, SourcesConfig, TriggerRunsWatch, WatchConfig
+from watcher.core.codec import (
+    CodecError,
+    discovery_from_dict,
+    durable_part,
+    watch_state_from_dict,
 )
 from watcher.core.diff import diff_run
 from watcher.core.events import Event, WatchType
@@ -23,10 +30,12 @@ from watcher.core.snapshots import GroupObservation, RunSnapshot
 from watcher.core.statuses import ParallelStatus, Source, classify
 from watcher.core.watch import (
     DiscoveryState,
+    DiscoveryStep,
     Listing,
     Step,
     StepContext,
     WatchState,
+    mark_late,
     needs_failed_runs,
     new_watch_state,
     step_discovery,
@@ -37,16 +46,29 @@ from watcher.core.watch import (
 )
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.daemon.scheduler import SourceScheduler
+from watcher.daemon.state import Stored, WatchWrite
 from watcher.sources.errors import SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.parallel import ParallelClient
 from watcher.sources.trigger import ListFilter, TriggerClient
 
-__all__ = ["Watcher"]
+__all__ = ["Publish", "Watcher"]
 
 log = structlog.get_logger("watcher.poll")
 
-Emit = Callable[[Event], Awaitable[None]]
+Publish = Callable[[Sequence[Event], Sequence[WatchWrite]], Awaitable[None]]
+"""Persist the watch writes and the events' outbox rows, then deliver the events."""
+
+_KINDS = {
+    WatchType.PARALLEL_TASK_GROUP: Kind.GROUP,
+    WatchType.PARALLEL_TASK_RUN: Kind.RUN,
+    WatchType.TRIGGER_RUN: Kind.RUN,
+    WatchType.TRIGGER_RUNS: Kind.DISCOVERY,
+}
+
+
+async def _discard(events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
+    return None
 
 
 class Watcher:
@@ -59,17 +81,19 @@ class Watcher:
         sources: SourcesConfig,
         clock: Clock,
         rng: random.Random,
-        emit: Emit,
         gates: dict[Source, SourceGate],
         parallel: ParallelClient | None,
         trigger: TriggerClient | None,
         workers: dict[Source, int],
+        publish: Publish = _discard,
+        retention: float = 86400.0,
     ) -> None:
         self.polling = polling
         self.sources = sources
         self.clock = clock
         self.rng = rng
-        self.emit = emit
+        self.publish = publish
+        self.retention = retention
         self.parallel = parallel
         self.trigger = trigger
         self.registry: dict[str, WatchRuntime] = {}
@@ -81,10 +105,12 @@ class Watcher:
             for source, gate in gates.items()
         }
         self.first_pass = anyio.Event()
+        self.started_at: datetime = clock.wall()
+        self.events_published = 0
+        self.retired = 0
         self._unpolled: set[str] = set()
-        self.events_emitted = 0
 
-    # -- registry -----------------------------------------------------------------
+    # -- policies -----------------------------------------------------------------------
 
     def _run_policy(self, watch: WatchConfig) -> SchedulePolicy:
         """Adaptive polling of one run or group, with the watch's own overrides."""
@@ -110,16 +136,13 @@ class Watcher:
             )
         return policy
 
+    # -- registry -----------------------------------------------------------------------
+
     def add(self, watch: WatchConfig) -> WatchRuntime:
         """Register a configured watch and schedule its first poll now."""
         ref = watch.ref()
         policy = self._policy(watch)
-        kind = {
-            WatchType.PARALLEL_TASK_GROUP: Kind.GROUP,
-            WatchType.PARALLEL_TASK_RUN: Kind.RUN,
-            WatchType.TRIGGER_RUN: Kind.RUN,
-            WatchType.TRIGGER_RUNS: Kind.DISCOVERY,
-        }[ref.type]
+        kind = _KINDS[ref.type]
         state: WatchState | DiscoveryState
         if kind is Kind.DISCOVERY:
             state = DiscoveryState(schedule=initial_state(policy))
@@ -134,25 +157,134 @@ class Watcher:
         self.schedulers[rt.source].schedule(rt, 0.0)
         return rt
 
-    def remove(self, key: str) -> None:
-        """Stop polling a watch and forget it (and its discovered runs)."""
+    def remove(self, key: str) -> list[WatchWrite]:
+        """Stop polling a watch and forget it (and its discovered runs); return the deletions."""
         rt = self.registry.pop(key, None)
         if rt is None:
-            return
+            return []
         rt.removed = True
         self.configs.pop(key, None)
+        writes = [WatchWrite(key, rt.subject_id, None)]
         for child in list(rt.children):
-            self.remove(child)
+            writes += self.remove(child)
         if rt.parent and (parent := self.registry.get(rt.parent)):
             parent.children.discard(key)
         self._mark_polled(key)
+        return writes
+
+    def update(self, watch: WatchConfig) -> None:
+        """Apply a changed config to a watch that keeps its key: its state and schedule stay."""
+        rt = self.registry.get(watch.ref().key)
+        if rt is None:
+            return
+        self.configs[rt.key] = watch
+        rt.ref = watch.ref()
+        rt.policy = self._policy(watch)
+        for child in rt.children:
+            if (c := self.registry.get(child)) is not None:
+                c.ref = rt.ref
+                c.policy = self._run_policy(watch)
+
+    def reconfigure(
+        self, watches: Sequence[WatchConfig], polling: PollingConfig
+    ) -> list[WatchWrite]:
+        """Make the registry match a new watch list (reload); return the state deletions."""
+        self.polling = polling
+        wanted = {w.ref().key: w for w in watches}
+        writes: list[WatchWrite] = []
+        for key in [k for k, rt in self.registry.items() if rt.parent is None and k not in wanted]:
+            log.info("watch removed by reload; polling stops", watch=key)
+            writes += self.remove(key)
+        for key, watch in wanted.items():
+            if key not in self.registry:
+                client = self.parallel if watch.ref().source is Source.PARALLEL else self.trigger
+                if client is None:
+                    log.warning(
+                        "watch of an upstream not in use at start: restart to add it", watch=key
+                    )
+                    continue
+                log.info("watch added by reload", watch=key)
+                self.add(watch)
+            elif self.configs.get(key) != watch:
+                log.info("watch changed by reload; its state is kept", watch=key)
+                self.update(watch)
+        return writes
 
     def _mark_polled(self, key: str) -> None:
         self._unpolled.discard(key)
         if not self._unpolled:
             self.first_pass.set()
 
-    # -- polling --------------------------------------------------------------------
+    def _seen(self, rt: WatchRuntime) -> None:
+        """The first pass counts a watch once it was seen, or once it reported why not.
+
+        A watch whose first polls meet a transient error (a 429, a 503) is not
+        "polled" yet: until it has a baseline, changes upstream would be taken
+        for the baseline.
+        """
+        health = rt.state.health
+        if health.healthy or health.reported is not None:
+            self._mark_polled(rt.key)
+
+    # -- restore --------------------------------------------------------------------------
+
+    def restore(self, stored: Stored) -> list[WatchWrite]:
+        """Take back the stored states of configured watches and their discovered runs.
+
+        Each restored watch is polled at once; what changed while the daemon was
+        down is notified then, marked ``seen_late``. Stored watches that are no
+        longer configured are forgotten; the returned writes delete them.
+        """
+        restored = 0
+        writes: list[WatchWrite] = []
+        for key, (parent, subject, data, finished_at) in stored.watches.items():
+            owner = self.registry.get(parent or key)
+            if owner is None:
+                writes.append(WatchWrite(key, subject, None))
+                continue
+            try:
+                if parent is None:
+                    self._restore_own(owner, data, finished_at)
+                else:
+                    watch = self.configs[owner.key]
+                    assert isinstance(watch, TriggerRunsWatch)
+                    child = self._child(
+                        owner,
+                        watch,
+                        subject,
+                        state=watch_state_from_dict(data, self._run_policy(watch)),
+                    )
+                    child.saved = data
+                    child.restored = True
+                    child.finished_at = finished_at
+                    if finished_at is None:
+                        self.schedulers[child.source].schedule(
+                            child, self.rng.uniform(0, child.policy.min_interval)
+                        )
+            except CodecError as exc:
+                log.warning(
+                    "stored state not usable; the watch starts afresh", watch=key, error=str(exc)
+                )
+                continue
+            restored += 1
+        if restored:
+            log.info("watch states restored from the state file", watches=restored)
+        return writes
+
+    def _restore_own(
+        self, rt: WatchRuntime, data: dict[str, object], finished_at: float | None
+    ) -> None:
+        state: WatchState | DiscoveryState
+        if rt.kind is Kind.DISCOVERY:
+            state = discovery_from_dict(data, rt.policy)
+        else:
+            state = watch_state_from_dict(data, rt.policy)
+        rt.state = state
+        rt.saved = dict(data)
+        rt.restored = True
+        rt.finished_at = finished_at
+
+    # -- polling --------------------------------------------------------------------------
 
     def _context(self, rt: WatchRuntime) -> StepContext:
         if rt.source is Source.PARALLEL:
@@ -174,7 +306,7 @@ class Watcher:
         )
 
     async def poll(self, rt: WatchRuntime, ticket: Ticket) -> None:
-        """Poll ``rt`` once, apply the result, emit its events, schedule the next poll."""
+        """Poll ``rt`` once, apply the result, publish its events, schedule the next poll."""
         if rt.removed:
             return
         rt.polls += 1
@@ -182,14 +314,12 @@ class Watcher:
         try:
             if rt.kind is Kind.DISCOVERY:
                 await self._poll_discovery(rt, ticket)
-                return
-            step = await self._fetch_and_step(rt, ticket)
+            else:
+                await self._apply(rt, await self._fetch_and_step(rt, ticket))
         except Exception:
             # A bug must not stop the watch: log it and look again later.
             log.exception("internal error while polling", watch=rt.key)
-            self._finish(rt, rt.policy.max_interval)
-            return
-        await self._apply(rt, step)
+            self._schedule(rt, rt.policy.max_interval)
 
     async def _fetch_and_step(self, rt: WatchRuntime, ticket: Ticket) -> Step:
         stream_problem: Problem | None = None
@@ -255,38 +385,71 @@ class Watcher:
             )
         return step_run(state, outcome, self._context(rt))
 
+    def _write(self, rt: WatchRuntime) -> list[WatchWrite]:
+        """The state write a poll needs: none when its durable part did not change."""
+        durable = durable_part(rt.state)
+        if durable == rt.saved:
+            return []
+        rt.saved = durable
+        return [WatchWrite(rt.key, rt.subject_id, durable, rt.parent, rt.finished_at)]
+
     async def _apply(self, rt: WatchRuntime, step: Step) -> None:
         rt.state = step.state
-        for event in step.events:
-            await self._emit(event)
-        self._mark_polled(rt.key)
-        if step.state.done:
+        events: Sequence[Event] = step.events
+        if rt.restored and step.state.health.healthy:
+            events = mark_late(events, self.started_at)
+            rt.restored = False
+        if step.state.done and rt.finished_at is None:
+            rt.finished_at = self.clock.wall().timestamp()
             log.info(
                 "run reached a terminal status; polling stops", watch=rt.key, subject=rt.subject_id
             )
-            if rt.parent is not None:
-                self.remove(rt.key)
-            return
-        self._finish(rt, step.delay)
+        await self._publish(events, self._write(rt))
+        self._seen(rt)
+        if not step.state.done:
+            self._schedule(rt, step.delay)
 
-    def _finish(self, rt: WatchRuntime, delay: float | None) -> None:
+    def _schedule(self, rt: WatchRuntime, delay: float | None) -> None:
         if delay is not None and not rt.removed:
             self.schedulers[rt.source].schedule(rt, delay)
 
-    async def _emit(self, event: Event) -> None:
-        self.events_emitted += 1
-        log.info(
-            "event",
-            event_id=event.event_id,
-            kind=event.kind.value,
-            severity=event.severity.value,
-            watch=event.watch.key,
-            subject=event.subject_id,
-            transition=f"{event.from_status} -> {event.to_status}",
-        )
-        await self.emit(event)
+    async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
+        for event in events:
+            log.info(
+                "event",
+                event_id=event.event_id,
+                kind=event.kind.value,
+                severity=event.severity.value,
+                watch=event.watch.key,
+                subject=event.subject_id,
+                transition=f"{event.from_status} -> {event.to_status}",
+            )
+        if events or writes:
+            await self.publish(events, writes)
+        self.events_published += len(events)
 
-    # -- discovery (trigger_runs) ----------------------------------------------------
+    # -- retention ------------------------------------------------------------------------
+
+    def sweep(self, now: float) -> list[WatchWrite]:
+        """Retire runs finished more than ``retention`` ago (``now``: Unix time).
+
+        Discovered runs leave memory and the state file; configured watches leave
+        memory but keep their final state on disk, so a restart does not report
+        them again.
+        """
+        writes: list[WatchWrite] = []
+        for key, rt in list(self.registry.items()):
+            if rt.finished_at is None or now - rt.finished_at < self.retention:
+                continue
+            self.retired += 1
+            if rt.parent is not None:
+                writes += self.remove(key)
+            else:
+                self.registry.pop(key, None)
+                rt.removed = True
+        return writes
+
+    # -- discovery (trigger_runs) ----------------------------------------------------------
 
     async def _poll_discovery(self, rt: WatchRuntime, ticket: Ticket) -> None:
         watch = self.configs.get(rt.key)
@@ -310,18 +473,13 @@ class Watcher:
             rt.errors += 1
             state = rt.state
             assert isinstance(state, DiscoveryState)
-            step = step_discovery_failure(state, exc.problem, ctx)
             log.warning(
                 "discovery pass failed",
                 watch=rt.key,
                 problem=exc.problem.kind.value,
                 error=exc.problem.message,
             )
-            rt.state = step.state
-            for event in step.events:
-                await self._emit(event)
-            self._mark_polled(rt.key)
-            self._finish(rt, step.delay)
+            await self._after_discovery(rt, step_discovery_failure(state, exc.problem, ctx), [])
             return
         rt.last_ok_at = self.clock.now()
         if not listing.complete:
@@ -335,32 +493,63 @@ class Watcher:
         watched = {key.rsplit("/", 1)[-1] for key in rt.children}
         state = rt.state
         assert isinstance(state, DiscoveryState)
-        dstep = step_discovery(state, Listing(listing.runs, listing.complete), ctx, watched)
-        rt.state = dstep.state
-        for event in dstep.events:
-            await self._emit(event)
-        for run in dstep.baseline_runs:
+        step = step_discovery(state, Listing(listing.runs, listing.complete), ctx, watched)
+        events: list[Event] = []
+        writes: list[WatchWrite] = []
+        for run in step.baseline_runs:
             if not classify(run.source, run.status).terminal:
-                self._adopt(rt, watch, run, announce=False)
-        for run in dstep.new_runs:
-            if not self._adopt(rt, watch, run, announce=True):
+                child = self._adopt(rt, watch, run, announce=False)
+                if child is not None:
+                    writes += self._write(child)
+        for run in step.new_runs:
+            child = self._adopt(rt, watch, run, announce=True)
+            if child is None:
                 # Over the cap: announce from the listing rather than lose it.
-                for event in diff_run(
+                events += diff_run(
                     rt.ref,
                     None,
                     run,
                     observed_at=ctx.observed_at,
                     announce=True,
                     url_template=ctx.url_template,
-                ):
-                    await self._emit(event)
-        self._mark_polled(rt.key)
-        self._finish(rt, dstep.delay)
+                )
+            else:
+                writes += self._write(child)
+        await self._after_discovery(rt, step, events, writes)
+
+    async def _after_discovery(
+        self,
+        rt: WatchRuntime,
+        step: DiscoveryStep,
+        events: list[Event],
+        writes: list[WatchWrite] | None = None,
+    ) -> None:
+        rt.state = step.state
+        await self._publish([*step.events, *events], [*self._write(rt), *(writes or [])])
+        self._seen(rt)
+        self._schedule(rt, step.delay)
+
+    def _child(
+        self, parent: WatchRuntime, watch: TriggerRunsWatch, run_id: str, state: WatchState
+    ) -> WatchRuntime:
+        key = f"{parent.key}/{run_id}"
+        child = WatchRuntime(
+            key=key,
+            ref=parent.ref,
+            kind=Kind.RUN,
+            subject_id=run_id,
+            policy=self._run_policy(watch),
+            state=state,
+            parent=parent.key,
+        )
+        self.registry[key] = child
+        parent.children.add(key)
+        return child
 
     def _adopt(
         self, parent: WatchRuntime, watch: TriggerRunsWatch, run: RunSnapshot, *, announce: bool
-    ) -> bool:
-        """Watch a discovered run as a watch of its own. False when over ``max_runs``."""
+    ) -> WatchRuntime | None:
+        """Watch a discovered run as a watch of its own. None when over ``max_runs``."""
         if len(parent.children) >= watch.max_runs:
             log.warning(
                 "trigger_runs watch is at max_runs; run announced but not followed",
@@ -368,21 +557,10 @@ class Watcher:
                 run_id=run.run_id,
                 max_runs=watch.max_runs,
             )
-            return False
-        key = f"{parent.key}/{run.run_id}"
+            return None
         policy = self._run_policy(watch)
         state = new_watch_state(policy, announce=announce, snapshot=None if announce else run)
-        child = WatchRuntime(
-            key=key,
-            ref=parent.ref,
-            kind=Kind.RUN,
-            subject_id=run.run_id,
-            policy=policy,
-            state=state,
-            parent=parent.key,
-        )
-        self.registry[key] = child
-        parent.children.add(key)
+        child = self._child(parent, watch, run.run_id, state)
         delay = 0.0 if announce else self.rng.uniform(0, policy.min_interval)
         self.schedulers[Source.TRIGGER].schedule(child, delay)
-        return True
+        return child

@@ -10,7 +10,7 @@ never wait for it. What still fails is reported as undeliverable, by ``event_id`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -82,8 +82,13 @@ class NotifierChannel:
     rate: BudgetPolicy
     policy: DeliveryPolicy
     clock: Clock
-    on_undeliverable: Callable[[NotifierChannel, Sequence[Event], str], None] | None = None
+    on_undeliverable: Callable[[NotifierChannel, Sequence[Event], str], Awaitable[None]] | None = (
+        None
+    )
+    on_delivered: Callable[[NotifierChannel, Sequence[Event]], Awaitable[None]] | None = None
     scrub: Callable[[str], str] = str
+    channel_id: str | None = None
+    fingerprint: str | None = None
     sent_messages: int = 0
     sent_events: int = 0
     failed_attempts: int = 0
@@ -104,6 +109,11 @@ class NotifierChannel:
     def name(self) -> str:
         """The notifier's safe name."""
         return self.notifier.name
+
+    @property
+    def id(self) -> str:
+        """A stable id for the state file's outbox (the name, unless one is given)."""
+        return self.channel_id or self.name
 
     @property
     def format(self) -> str:
@@ -273,13 +283,15 @@ class NotifierChannel:
             )
             was_failing, self.failing = self.failing, True
             if not was_failing and self.on_undeliverable is not None:
-                self.on_undeliverable(self, events, detail)
+                await self.on_undeliverable(self, events, detail)
             return False
         finally:
             self.inflight = []
         self.failing = False
         self.sent_messages += 1
         self.sent_events += len(events)
+        if self.on_delivered is not None:
+            await self.on_delivered(self, events)
         log.info(
             "notification sent",
             notifier=self.name,

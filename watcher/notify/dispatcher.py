@@ -1,28 +1,28 @@
-"""The notification pipeline's hub: silences, conditions, routes, reminders, channels.
+"""The notification pipeline's hub: conditions, silences, routes, reminders, channels.
 
-A router task takes events from the pollers and, without ever waiting:
-
-1. feeds the condition book (which may close conditions: resolved messages);
-2. drops silenced events, counting and logging them;
-3. resolves the route tree and hands the event to each route's notifiers
-   (each notifier at most once per event).
+Publishing a batch of events happens in two halves. :meth:`Dispatcher.plan` feeds
+the condition book (which may close conditions: resolved messages), drops
+silenced events (counted and logged) and resolves the route tree into deliveries,
+one per (event, notifier); it never waits. The caller persists that plan (the
+outbox) and then :meth:`Dispatcher.apply` hands the deliveries to the notifier
+channels. So nothing is sent before it is written down.
 
 A ticker sends reminders for open conditions on routes with ``repeat_interval``,
-and resolved messages go to routes with ``send_resolved`` that matched the event
-that opened the condition. When a notifier gives up on a message, the other
-notifiers get a ``notifier.failed`` event, so a broken Slack token is noticed by
-email.
+resolved messages go to routes with ``send_resolved`` that matched the event that
+opened the condition, and when a notifier gives up on a message, every other
+notifier gets a ``notifier.failed`` event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.clock import Clock
 from watcher.core.conditions import Condition, ConditionBook, reminder_event
@@ -31,13 +31,38 @@ from watcher.core.routing import RouteNode, RouteSettings, resolve
 from watcher.core.silences import Silence, silenced_by
 from watcher.core.statuses import Severity, Source
 from watcher.notify.channel import NotifierChannel
+from watcher.notify.serialize import condition_to_dict
 
-__all__ = ["Dispatcher"]
+__all__ = ["DEFAULT_ROUTE", "Delivery", "Dispatcher", "Plan", "watcher_event"]
 
 log = structlog.get_logger("watcher.notify")
 
 _MIN_TICK, _MAX_TICK = 1.0, 60.0
-_BROADCAST = RouteNode("notifier.failed", settings=RouteSettings(notify=None))
+_BROADCAST = RouteNode("broadcast", settings=RouteSettings(notify=None))
+DEFAULT_ROUTE = RouteNode(
+    "restored", settings=RouteSettings(notify=None, group_wait=0.0, group_interval=0.0)
+)
+"""The route of an outbox entry whose route no longer exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event owed to one notifier, on one route."""
+
+    event: Event
+    channel: NotifierChannel
+    route: RouteNode
+
+
+@dataclass
+class Plan:
+    """What publishing a batch will do: deliveries, and condition changes to store."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    conditions: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+Sink = Callable[[Plan], Awaitable[None]]
 
 
 def _tick(routes: Sequence[RouteNode]) -> float:
@@ -54,8 +79,31 @@ def _tick(routes: Sequence[RouteNode]) -> float:
     return min(_MAX_TICK, max(_MIN_TICK, min(intervals, default=_MAX_TICK) / 10))
 
 
+def watcher_event(
+    kind: EventKind,
+    severity: Severity,
+    subject: str,
+    now: datetime,
+    details: dict[str, Any],
+    *id_parts: object,
+) -> Event:
+    """An event about the watcher itself (its notifiers, its state file)."""
+    return Event(
+        event_id=make_event_id(kind, subject, *id_parts),
+        kind=kind,
+        severity=severity,
+        source=Source.WATCHER,
+        watch=WatchRef(WatchType.WATCHER, "run-watcher", "run-watcher"),
+        subject_id=subject,
+        from_status=details.pop("from", None),
+        to_status=details.pop("to", kind.value.split(".")[-1]),
+        observed_at=now,
+        details=freeze(details),
+    )
+
+
 class Dispatcher:
-    """Routes events to notifier channels and runs them."""
+    """Plans deliveries, runs the notifier channels and the reminder ticker."""
 
     def __init__(
         self,
@@ -64,21 +112,65 @@ class Dispatcher:
         clock: Clock,
         *,
         silences: Sequence[Silence] = (),
+        sink: Sink | None = None,
     ) -> None:
-        self.routes = tuple(routes)
-        self.channels = list(channels)
         self.clock = clock
-        self.silences = tuple(silences)
         self.conditions = ConditionBook()
         self.unrouted = 0
         self.silenced = 0
         self.undelivered: dict[str, list[str]] = {}
         self._reminded: dict[tuple[str, str], tuple[datetime, int]] = {}
+        self._sink: Sink = sink or self._apply_sink
+        self._tg: TaskGroup | None = None
+        self._closed = anyio.Event()
+        self.channels: list[NotifierChannel] = []
+        self.configure(routes, silences, channels)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def configure(
+        self,
+        routes: Sequence[RouteNode],
+        silences: Sequence[Silence],
+        channels: Sequence[NotifierChannel],
+    ) -> None:
+        """Install routes, silences and channels (at start, and on reload).
+
+        Channels that are no longer listed are closed: they send what they hold
+        and stop. New ones start at once when the dispatcher is running.
+        """
+        self.routes = tuple(routes)
+        self.silences = tuple(silences)
         self._tick = _tick(self.routes)
+        gone = [c for c in self.channels if c not in channels]
+        new = [c for c in channels if c not in self.channels]
+        self.channels = list(channels)
         for channel in self.channels:
             channel.on_undeliverable = self._notifier_failed
+        for channel in gone:
+            channel.close()
+        if self._tg is not None:
+            for channel in new:
+                self._tg.start_soon(channel.run)
 
-    # -- routing ------------------------------------------------------------------------
+    def route_by_id(self, route_id: str) -> RouteNode | None:
+        """The route with this id in the current tree, if it still exists."""
+
+        def walk(nodes: Sequence[RouteNode]) -> RouteNode | None:
+            for node in nodes:
+                if node.id == route_id:
+                    return node
+                if (found := walk(node.children)) is not None:
+                    return found
+            return None
+
+        return walk(self.routes)
+
+    def channel_by_id(self, channel_id: str) -> NotifierChannel | None:
+        """The channel with this stable id, if it still exists."""
+        return next((c for c in self.channels if c.id == channel_id), None)
+
+    # -- planning ------------------------------------------------------------------------
 
     def _targets(self, route: RouteNode) -> list[NotifierChannel]:
         notify = route.settings.notify
@@ -102,15 +194,12 @@ class Dispatcher:
         )
         return True
 
-    def route(self, event: Event) -> None:
-        """Account for ``event`` and queue it for its notifiers (never waits)."""
-        closed = self.conditions.observe(event)
-        self._deliver(event, resolve(self.routes, event.origin))
-        for condition, resolved in closed:
-            self._resolved(condition, resolved)
-
-    def _deliver(
-        self, event: Event, routes: Sequence[RouteNode], exclude: NotifierChannel | None = None
+    def _plan_event(
+        self,
+        plan: Plan,
+        event: Event,
+        routes: Sequence[RouteNode],
+        exclude: NotifierChannel | None = None,
     ) -> None:
         if self._silenced(event):
             return
@@ -119,23 +208,50 @@ class Dispatcher:
             for channel in self._targets(route):
                 if channel is not exclude and id(channel) not in reached:
                     reached.add(id(channel))
-                    channel.accept(event, route)
+                    plan.deliveries.append(Delivery(event, channel, route))
         if not reached:
             self.unrouted += 1
             log.debug("event reached no notifier", event_id=event.event_id, kind=event.kind.value)
 
-    def _resolved(self, condition: Condition, event: Event) -> None:
-        routes = [r for r in resolve(self.routes, condition.opened) if r.settings.send_resolved]
-        for route in routes:
-            self._reminded.pop((route.id, condition.key), None)
-        if routes:
-            self._deliver(event, routes)
+    def plan(self, events: Sequence[Event]) -> Plan:
+        """Account for ``events`` and decide who gets what (never waits, sends nothing)."""
+        plan = Plan()
+        for event in events:
+            closed = self.conditions.observe(event)
+            self._plan_event(plan, event, resolve(self.routes, event.origin))
+            for condition, resolved in closed:
+                plan.conditions[condition.key] = None
+                routes = [
+                    r for r in resolve(self.routes, condition.opened) if r.settings.send_resolved
+                ]
+                for route in resolve(self.routes, condition.opened):
+                    self._reminded.pop((route.id, condition.key), None)
+                if routes:
+                    self._plan_event(plan, resolved, routes)
+            touched = self.conditions.last_touched
+            if touched is not None and touched in self.conditions.open:
+                plan.conditions[touched] = condition_to_dict(self.conditions.open[touched])
+        return plan
+
+    def apply(self, plan: Plan) -> None:
+        """Hand a (persisted) plan's deliveries to the channels."""
+        for d in plan.deliveries:
+            d.channel.accept(d.event, d.route)
+
+    async def _apply_sink(self, plan: Plan) -> None:
+        self.apply(plan)
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Plan, persist (through the sink), then deliver."""
+        plan = self.plan(events)
+        if plan.deliveries or plan.conditions:
+            await self._sink(plan)
 
     # -- reminders ----------------------------------------------------------------------
 
-    def remind(self, now: datetime) -> int:
-        """Queue the reminders that are due at ``now``; return how many."""
-        sent = 0
+    def plan_reminders(self, now: datetime) -> Plan:
+        """The reminders due at ``now``, one per (open condition, route with repeat_interval)."""
+        plan = Plan()
         for condition in list(self.conditions.open.values()):
             for route in resolve(self.routes, condition.opened):
                 every = route.settings.repeat_interval
@@ -146,77 +262,80 @@ class Dispatcher:
                 if (now - last).total_seconds() < every:
                     continue
                 self._reminded[key] = (now, number + 1)
-                self._deliver(reminder_event(condition, now, number + 1), [route])
-                sent += 1
-        return sent
+                self._plan_event(plan, reminder_event(condition, now, number + 1), [route])
+        return plan
+
+    def remind(self, now: datetime) -> int:
+        """Queue the reminders due at ``now`` without persisting them (tests, no state file)."""
+        plan = self.plan_reminders(now)
+        self.apply(plan)
+        return len({(d.event.event_id) for d in plan.deliveries})
 
     async def _ticker(self) -> None:
         while True:
             await anyio.sleep(self._tick)
-            self.remind(self.clock.wall())
+            plan = self.plan_reminders(self.clock.wall())
+            if plan.deliveries:
+                await self._sink(plan)
 
-    # -- notifier failures --------------------------------------------------------------
+    def restore_conditions(self, conditions: Sequence[Condition]) -> None:
+        """Open conditions read back from the state file."""
+        for condition in conditions:
+            self.conditions.open[condition.key] = condition
 
-    def _notifier_failed(
+    # -- the watcher's own events -------------------------------------------------------
+
+    async def broadcast(self, event: Event, exclude: NotifierChannel | None = None) -> None:
+        """Send an event about the watcher itself to every notifier (routes do not apply)."""
+        plan = Plan()
+        self._plan_event(plan, event, [_BROADCAST], exclude=exclude)
+        if plan.deliveries:
+            await self._sink(plan)
+
+    async def _notifier_failed(
         self, channel: NotifierChannel, events: Sequence[Event], detail: str
     ) -> None:
-        now = self.clock.wall()
-        event = Event(
-            event_id=make_event_id(
-                "notifier.failed", channel.name, events[0].event_id if events else now
-            ),
-            kind=EventKind.NOTIFIER_FAILED,
-            severity=Severity.FAILURE,
-            source=Source.WATCHER,
-            watch=WatchRef(WatchType.WATCHER, "notifiers", "run-watcher"),
-            subject_id=channel.name,
-            from_status="ok",
-            to_status="failing",
-            observed_at=now,
-            details=freeze(
-                {
-                    "notifier": channel.name,
-                    "undeliverable": len(events),
-                    "error": detail,
-                    "event_ids": [e.event_id for e in events[:20]],
-                }
-            ),
+        event = watcher_event(
+            EventKind.NOTIFIER_FAILED,
+            Severity.FAILURE,
+            channel.name,
+            self.clock.wall(),
+            {
+                "from": "ok",
+                "to": "failing",
+                "notifier": channel.name,
+                "undeliverable": len(events),
+                "error": detail,
+                "event_ids": [e.event_id for e in events[:20]],
+            },
+            events[0].event_id if events else self.clock.wall(),
         )
-        # Every other notifier hears of it: routes cannot anticipate a broken channel.
-        self._deliver(event, [_BROADCAST], exclude=channel)
+        await self.broadcast(event, exclude=channel)
 
     # -- running ------------------------------------------------------------------------
 
-    async def run(
-        self,
-        events: MemoryObjectReceiveStream[Event],
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Route until ``events`` is closed, then let every channel drain.
+    def close(self) -> None:
+        """No more events: every channel sends what it holds and stops."""
+        self._closed.set()
+        for channel in self.channels:
+            channel.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the channels and the ticker until :meth:`close` and every channel drained.
 
         When cancelled (the shutdown deadline), what is still pending or in
         flight is kept in :attr:`undelivered` for the shutdown report.
         """
         try:
-            async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as channels:
+                self._tg = channels
                 for channel in self.channels:
-                    tg.start_soon(channel.run)
-                ticker = anyio.CancelScope()
-
-                async def tick() -> None:
-                    with ticker:
-                        await self._ticker()
-
-                tg.start_soon(tick)
-                task_status.started()
-                try:
-                    async with events:
-                        async for event in events:
-                            self.route(event)
-                finally:
-                    ticker.cancel()
-                    for channel in self.channels:
-                        channel.close()
+                    channels.start_soon(channel.run)
+                async with anyio.create_task_group() as ticker_group:
+                    ticker_group.start_soon(self._ticker)
+                    task_status.started()
+                    await self._closed.wait()
+                    ticker_group.cancel_scope.cancel()
         finally:
+            self._tg = None
             self.undelivered = {c.name: ids for c in self.channels if (ids := c.leftovers())}

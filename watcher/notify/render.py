@@ -118,6 +118,10 @@ def default_title(event: Event) -> str:
             return f"[RESOLVED] {who}: {label} cleared after {took}"
         case EventKind.NOTIFIER_FAILED:
             return f"[NOTIFIER FAILED] {event.subject_id}: {d.get('undeliverable', '?')} notifications undeliverable"
+        case EventKind.STATE_UNAVAILABLE:
+            return f"[DURABILITY LOST] state file {event.subject_id} not writable: watching goes on in memory"
+        case EventKind.STATE_RECOVERED:
+            return f"[DURABILITY RESTORED] state file {event.subject_id} writable again"
 
 
 def transition(event: Event) -> str:
@@ -138,6 +142,10 @@ def _body(event: Event) -> list[str]:
     lines: list[str] = []
     if event.kind in (EventKind.WATCH_ERROR, EventKind.WATCH_RECOVERED):
         lines.append(f"{event.watch.key}: {event.from_status} → {event.to_status}")
+    elif event.kind in (EventKind.STATE_UNAVAILABLE, EventKind.STATE_RECOVERED):
+        lines.append(f"State file: {event.subject_id}")
+        if d.get("message"):
+            lines.append(str(d["message"]))
     elif event.kind is EventKind.NOTIFIER_FAILED:
         lines.append(
             f"Notifier {event.subject_id} could not deliver {d.get('undeliverable')} notifications."

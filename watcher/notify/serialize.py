@@ -7,9 +7,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.core.events import Event
+from watcher.core.conditions import Condition, ConditionKind
+from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
+from watcher.core.statuses import Severity, Source
 
-__all__ = ["event_to_dict", "event_to_json", "events_to_json", "rfc3339"]
+__all__ = [
+    "condition_from_dict",
+    "condition_to_dict",
+    "event_from_dict",
+    "event_to_dict",
+    "event_to_json",
+    "events_to_json",
+    "rfc3339",
+]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -60,4 +70,53 @@ def events_to_json(events: Sequence[Event]) -> str:
     """A digest: ``{"digest": true, "events": [...]}``, each event in its own shape."""
     return json.dumps(
         {"digest": True, "events": [event_to_dict(e) for e in events]}, separators=(",", ":")
+    )
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """An event read back from :func:`event_to_dict` (the state file's outbox).
+
+    Raises ``ValueError`` (or ``KeyError``) for data of another shape.
+    """
+    watch = data["watch"]
+    return Event(
+        event_id=str(data["event_id"]),
+        kind=EventKind(data["kind"]),
+        severity=Severity(data["severity"]),
+        source=Source(data["source"]),
+        watch=WatchRef(
+            WatchType(watch["type"]),
+            str(watch["id"]),
+            watch.get("name"),
+            freeze({str(k): str(v) for k, v in (watch.get("labels") or {}).items()}),
+        ),
+        subject_id=str(data["subject_id"]),
+        from_status=data.get("from_status"),
+        to_status=str(data["to_status"]),
+        observed_at=datetime.fromisoformat(data["observed_at"]),
+        details=freeze(dict(data.get("details") or {})),
+        url=data.get("url"),
+        cause=event_from_dict(data["cause"]) if data.get("cause") else None,
+    )
+
+
+def condition_to_dict(condition: Condition) -> dict[str, Any]:
+    """An open condition, for the state file."""
+    return {
+        "key": condition.key,
+        "kind": condition.kind.value,
+        "opened": event_to_dict(condition.opened),
+        "latest": event_to_dict(condition.latest),
+        "count": condition.count,
+    }
+
+
+def condition_from_dict(data: dict[str, Any]) -> Condition:
+    """An open condition read back from :func:`condition_to_dict`."""
+    return Condition(
+        key=str(data["key"]),
+        kind=ConditionKind(data["kind"]),
+        opened=event_from_dict(data["opened"]),
+        latest=event_from_dict(data["latest"]),
+        count=int(data.get("count", 1)),
     )

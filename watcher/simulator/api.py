@@ -140,8 +140,11 @@ class SimulatorApi:
                 group = self.world.groups.get(group_id)
                 if group is None:
                     return _parallel_error(404, "Task group not found")
+                broken = self.world.take_fault(request.path, frozenset({"break_stream"}))
                 return _sse(
-                    _after(group.events, request.param("last_event_id")), request.param("status")
+                    _after(group.events, request.param("last_event_id")),
+                    request.param("status"),
+                    break_after=broken.after if broken else None,
                 )
             case ["tasks", "groups", group_id, "runs", run_id]:
                 return self._parallel_run(run_id, group_id)
@@ -312,13 +315,25 @@ def _after(
     return list(events[ids.index(cursor) + 1 :]) if cursor in ids else list(events)
 
 
-def _sse(events: list[tuple[str, dict[str, Any]]], status: str | None) -> Response:
+class BrokenStream(Exception):
+    """Raised inside a streamed body: the server hangs up mid-message."""
+
+
+def _sse(
+    events: list[tuple[str, dict[str, Any]]], status: str | None, break_after: int | None = None
+) -> Response:
     async def body() -> AsyncIterator[bytes]:
+        sent = 0
         for event_id, run in events:
             if status and run.get("status") != status:
                 continue
             payload = {"type": "task_run.state", "event_id": event_id, "run": run}
-            yield f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+            chunk = f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+            if break_after is not None and sent >= break_after:
+                yield chunk[: len(chunk) // 2]
+                raise BrokenStream
+            yield chunk
+            sent += 1
             await anyio.lowlevel.checkpoint()
 
     return Response(

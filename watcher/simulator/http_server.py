@@ -155,9 +155,13 @@ class HttpServer:
             headers.append((b"content-length", str(len(response.body)).encode()))
         await stream.send(conn.send(h11.Response(status_code=response.status, headers=headers)))
         if response.stream is not None:
-            async for chunk in response.stream:
-                if chunk:
-                    await stream.send(conn.send(h11.Data(data=chunk)))
+            try:
+                async for chunk in response.stream:
+                    if chunk:
+                        await stream.send(conn.send(h11.Data(data=chunk)))
+            except Exception:
+                # The body broke off: hang up without finishing the message.
+                return False
             await stream.send(conn.send(h11.EndOfMessage()))
             return True
         body = response.body

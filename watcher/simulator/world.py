@@ -153,8 +153,9 @@ class Fault:
     ``kind``: ``status`` (answer ``status`` with ``body``/``headers``),
     ``hang`` (never answer), ``malformed`` (200 with broken JSON),
     ``wrong_shape`` (200 with JSON of another shape), ``reset`` (close
-    mid-body), ``drip`` (send the body a byte at a time), ``refuse`` (close the
-    connection without answering). ``times=None`` lasts until cleared.
+    mid-body), ``drip`` (send the body a byte at a time), ``break_stream`` (an
+    event stream that sends ``after`` events, then half of the next, then hangs
+    up). ``times=None`` lasts until cleared.
     """
 
     match: str
@@ -164,6 +165,7 @@ class Fault:
     body: bytes | None = None
     times: int | None = None
     hits: int = 0
+    after: int = 1
 
 
 class World:
@@ -305,10 +307,17 @@ class World:
         """Remove every fault."""
         self.faults.clear()
 
-    def take_fault(self, path: str) -> Fault | None:
-        """The fault that applies to ``path`` now, counting it."""
+    def take_fault(self, path: str, kinds: frozenset[str] | None = None) -> Fault | None:
+        """The fault that applies to ``path`` now (of one of ``kinds``), counting it."""
         for fault in self.faults:
+            if kinds is not None and fault.kind not in kinds:
+                continue
+            if kinds is None and fault.kind in _STREAM_FAULTS:
+                continue
             if fault.match in path and (fault.times is None or fault.hits < fault.times):
                 fault.hits += 1
                 return fault
         return None
+
+
+_STREAM_FAULTS = frozenset({"break_stream"})

@@ -36,7 +36,7 @@ class SourceGate:
         self.clock = clock
         self.max_wait = max_wait
         self.limiter = anyio.CapacityLimiter(max_concurrency)
-        self._state = budget.full(policy, clock.now())
+        self._state = budget.probing(policy, clock.now())
         self.requests = 0
         self.rate_limited = 0
 

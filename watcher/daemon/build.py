@@ -1,0 +1,221 @@
+"""Building the parts from a configuration: credentials check, notifier channels, upstreams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import httpx
+
+from watcher import __version__
+from watcher.clock import Clock, SystemClock
+from watcher.config.loader import ConfigError
+from watcher.config.model import NotifierConfig, SourcesConfig, WatcherConfig
+from watcher.config.settings import DEFAULT_PARALLEL_URL, DEFAULT_TRIGGER_URL, Settings
+from watcher.core.budget import BudgetPolicy
+from watcher.core.statuses import Source
+from watcher.daemon.logging import SCRUBBER
+from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
+from watcher.notify.channel import DeliveryPolicy, NotifierChannel
+from watcher.notify.templates import MessageRenderer, TemplateSpec
+from watcher.sources.gate import SourceGate
+from watcher.sources.http import HttpLimits, Upstream, build_client
+from watcher.sources.parallel import ParallelClient
+from watcher.sources.trigger import TriggerClient
+
+__all__ = ["Upstreams", "build_channels", "build_gates", "build_upstreams", "check_credentials"]
+
+
+def check_credentials(config: WatcherConfig, settings: Settings) -> None:
+    """Refuse to start when a watched upstream has no key; name the variables."""
+    problems = []
+    used = config.sources_used()
+    if Source.PARALLEL in used and settings.parallel_api_key is None:
+        problems.append(
+            "PARALLEL_API_KEY is not set (needed by the parallel_* watches); "
+            "set it, or PARALLEL_API_KEY_FILE, or the systemd credential parallel-api-key"
+        )
+    if Source.TRIGGER in used and settings.trigger_secret_key is None:
+        problems.append(
+            "TRIGGER_SECRET_KEY is not set (needed by the trigger_* watches); "
+            "set it, or TRIGGER_SECRET_KEY_FILE, or the systemd credential trigger-secret-key"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def _fingerprint(cfg: NotifierConfig, url: str, delivery: object) -> str:
+    """Identifies a notifier's whole configuration: unchanged ones survive a reload."""
+    data = {
+        "cfg": cfg.model_dump(mode="json", exclude={"url"}),
+        "url": url,
+        "delivery": repr(delivery),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _stable_id(cfg: NotifierConfig, url: str) -> str:
+    """The outbox's name for a notifier: its ``name``, else a hash of its URL (never the URL)."""
+    return cfg.name or "notifier-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def build_channels(
+    config: WatcherConfig,
+    clock: Clock | None = None,
+    source: str = "config",
+    reuse: Sequence[NotifierChannel] = (),
+) -> list[NotifierChannel]:
+    """A delivery channel per configured notifier; a bad URL is a config error naming its index.
+
+    Channels in ``reuse`` whose configuration is unchanged are kept as they are,
+    with what they hold (reload).
+    """
+    clock = clock or SystemClock()
+    d = config.delivery
+    policy = DeliveryPolicy(
+        max_attempts=d.max_attempts,
+        retry_for=d.retry_for,
+        initial_backoff=d.initial_backoff,
+        max_backoff=d.max_backoff,
+        queue_size=d.queue_size,
+        json_max_bytes=d.json_max_bytes,
+    )
+    existing = {c.fingerprint: c for c in reuse if c.fingerprint}
+    channels = []
+    problems = []
+    for index, cfg in enumerate(config.notifiers):
+        try:
+            url = cfg.resolve_url()
+            fingerprint = _fingerprint(cfg, url, d)
+            if fingerprint in existing:
+                channels.append(existing.pop(fingerprint))
+                continue
+            SCRUBBER.add(url_secrets(url))
+            notifier = AppriseNotifier(
+                url,
+                timeout=d.timeout,
+                connect_timeout=d.connect_timeout,
+                name=cfg.name,
+                scrub=SCRUBBER.text,
+            )
+        except ValueError as exc:
+            problems.append(f"{source}: notifiers[{index}].url: {exc}")
+            continue
+        renderer = MessageRenderer(
+            family=notifier.family,
+            fmt=cfg.format,
+            spec=TemplateSpec(cfg.title_template, cfg.body_template, cfg.body_format),
+            max_title=notifier.title_maxlen or 250,
+        )
+        channels.append(
+            NotifierChannel(
+                notifier,
+                frozenset(cfg.tags),
+                renderer,
+                BudgetPolicy(cfg.max_per_minute / 60.0, cfg.burst),
+                policy,
+                clock,
+                scrub=SCRUBBER.text,
+                channel_id=_stable_id(cfg, url),
+                fingerprint=fingerprint,
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return channels
+
+
+def build_gates(sources: SourcesConfig, clock: Clock) -> dict[Source, SourceGate]:
+    """One request budget and concurrency cap per upstream."""
+    return {
+        Source.PARALLEL: SourceGate(
+            "parallel",
+            BudgetPolicy(
+                sources.parallel.requests_per_minute / 60.0,
+                sources.parallel.burst,
+                sources.parallel.reserve,
+            ),
+            max_concurrency=sources.parallel.max_concurrency,
+            clock=clock,
+        ),
+        Source.TRIGGER: SourceGate(
+            "trigger",
+            BudgetPolicy(
+                sources.trigger.requests_per_minute / 60.0,
+                sources.trigger.burst,
+                sources.trigger.reserve,
+            ),
+            max_concurrency=sources.trigger.max_concurrency,
+            clock=clock,
+        ),
+    }
+
+
+class Upstreams:
+    """The clients of the upstreams a configuration uses."""
+
+    def __init__(self, parallel: ParallelClient | None, trigger: TriggerClient | None) -> None:
+        self.parallel = parallel
+        self.trigger = trigger
+
+
+async def build_upstreams(
+    stack: AsyncExitStack,
+    config: WatcherConfig,
+    settings: Settings,
+    gates: dict[Source, SourceGate],
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Upstreams:
+    """One shared httpx client per upstream in use, closed with ``stack``."""
+    cfg = config.sources
+    used = config.sources_used()
+    agent = f"run-watcher/{__version__}"
+    parallel = trigger = None
+    if Source.PARALLEL in used:
+        assert settings.parallel_api_key is not None
+        limits = HttpLimits(
+            connect_timeout=cfg.parallel.connect_timeout,
+            read_timeout=cfg.parallel.timeout,
+            total_timeout=cfg.parallel.total_timeout,
+            stream_timeout=cfg.parallel.stream_timeout,
+            stream_idle_timeout=cfg.parallel.stream_idle_timeout,
+            max_connections=cfg.parallel.max_concurrency,
+        )
+        client = await stack.enter_async_context(
+            build_client(
+                settings.parallel_base_url or cfg.parallel.base_url or DEFAULT_PARALLEL_URL,
+                {"x-api-key": settings.parallel_api_key.get_secret_value(), "user-agent": agent},
+                limits,
+                transport=transport,
+            )
+        )
+        parallel = ParallelClient(
+            Upstream("parallel", client, gates[Source.PARALLEL], limits),
+            prefix=cfg.parallel.api_prefix,
+            max_stream_events=cfg.parallel.max_stream_events,
+        )
+    if Source.TRIGGER in used:
+        assert settings.trigger_secret_key is not None
+        limits = HttpLimits(
+            connect_timeout=cfg.trigger.connect_timeout,
+            read_timeout=cfg.trigger.timeout,
+            total_timeout=cfg.trigger.total_timeout,
+            max_connections=cfg.trigger.max_concurrency,
+        )
+        client = await stack.enter_async_context(
+            build_client(
+                settings.trigger_api_url or cfg.trigger.base_url or DEFAULT_TRIGGER_URL,
+                {
+                    "authorization": f"Bearer {settings.trigger_secret_key.get_secret_value()}",
+                    "x-trigger-api-version": settings.trigger_api_version
+                    or cfg.trigger.api_version,
+                    "user-agent": agent,
+                },
+                limits,
+                transport=transport,
+            )
+        )
+        trigger = TriggerClient(Upstream("trigger", client, gates[Source.TRIGGER], limits))
+    return Upstreams(parallel, trigger)

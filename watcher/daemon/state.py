@@ -1,0 +1,256 @@
+"""The state file: watch checkpoints and the notification outbox, in SQLite.
+
+SQLite from the standard library, in WAL mode (a crash leaves the last commit
+intact; synchronous=NORMAL is safe against a killed process), created 0600. All
+access goes through one worker thread, one call at a time: the event loop never
+waits on the disk.
+
+Promise (see README): a poll's events and the watch's new state are committed in
+one transaction, with one outbox row per (event, notifier), *before* any send; a
+notifier's rows are deleted after it accepted the message. After a crash every
+event in the outbox is sent again to the notifiers that still lack it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+__all__ = ["OutboxRow", "StateError", "StateStore", "Stored", "WatchWrite"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS watches (
+    key TEXT PRIMARY KEY,
+    parent TEXT,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id TEXT NOT NULL,
+    notifier TEXT NOT NULL,
+    route TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (event_id, notifier)
+);
+CREATE TABLE IF NOT EXISTS conditions (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used; ``str()`` says why, without secrets."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchWrite:
+    """A watch's durable state to store (``state=None``: forget the watch)."""
+
+    key: str
+    subject: str
+    state: dict[str, Any] | None
+    parent: str | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An event owed to a notifier."""
+
+    event_id: str
+    notifier: str
+    route: str
+    event: dict[str, Any]
+
+
+@dataclass
+class Stored:
+    """Everything read back at start."""
+
+    watches: dict[str, tuple[str | None, str, dict[str, Any], float | None]] = field(
+        default_factory=dict
+    )
+    outbox: list[OutboxRow] = field(default_factory=list)
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 before SQLite opens it (SQLite would honour the umask)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+class StateStore:
+    """Synchronous SQLite access; use :meth:`call` from async code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating it 0600) and prepare the schema."""
+        try:
+            _create_private(self.path)
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, timeout=5.0, isolation_level=None
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
+                raise StateError(f"{self.path}: state file schema {row[0]} is not {SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"{self.path}: cannot open the state file: {exc}") from None
+        self._db = db
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(f"{self.path}{suffix}")
+            if sidecar.exists():
+                os.chmod(sidecar, 0o600)
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    @property
+    def db_open(self) -> bool:
+        """Whether the database could be opened."""
+        return self._db is not None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise StateError(f"{self.path}: the state file is not open")
+        return self._db
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` in the store's thread, one call at a time."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def load(self) -> Stored:
+        """Read every watch, the outbox and the open conditions."""
+        stored = Stored()
+        try:
+            for key, parent, subject, state, finished in self.db.execute(
+                "SELECT key, parent, subject, state, finished_at FROM watches"
+            ):
+                stored.watches[key] = (parent, subject, json.loads(state), finished)
+            for event_id, notifier, route, event in self.db.execute(
+                "SELECT event_id, notifier, route, event FROM outbox ORDER BY created, rowid"
+            ):
+                stored.outbox.append(OutboxRow(event_id, notifier, route, json.loads(event)))
+            for key, data in self.db.execute("SELECT key, data FROM conditions"):
+                stored.conditions[key] = json.loads(data)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot read the state file: {exc}") from None
+        return stored
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def commit(
+        self,
+        watches: Sequence[WatchWrite] = (),
+        outbox: Sequence[OutboxRow] = (),
+        now: float = 0.0,
+        conditions: Sequence[tuple[str, dict[str, Any] | None]] = (),
+    ) -> None:
+        """Write watch states, outbox rows and condition changes in one transaction."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for w in watches:
+                if w.state is None:
+                    db.execute("DELETE FROM watches WHERE key = ?", (w.key,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO watches (key, parent, subject, state, finished_at) VALUES (?, ?, ?, ?, ?)",
+                        (
+                            w.key,
+                            w.parent,
+                            w.subject,
+                            json.dumps(w.state, separators=(",", ":")),
+                            w.finished_at,
+                        ),
+                    )
+            db.executemany(
+                "INSERT OR IGNORE INTO outbox (event_id, notifier, route, event, created) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.event_id,
+                        r.notifier,
+                        r.route,
+                        json.dumps(r.event, separators=(",", ":")),
+                        now,
+                    )
+                    for r in outbox
+                ],
+            )
+            for key, data in conditions:
+                if data is None:
+                    db.execute("DELETE FROM conditions WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO conditions (key, data) VALUES (?, ?)",
+                        (key, json.dumps(data, separators=(",", ":"))),
+                    )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def delivered(self, notifier: str, event_ids: Iterable[str]) -> None:
+        """A notifier accepted these events: they are no longer owed to it."""
+        try:
+            self.db.executemany(
+                "DELETE FROM outbox WHERE event_id = ? AND notifier = ?",
+                [(event_id, notifier) for event_id in event_ids],
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def forget_notifier(self, notifier: str) -> int:
+        """Drop what is owed to a notifier that no longer exists; return how many rows."""
+        try:
+            return self.db.execute("DELETE FROM outbox WHERE notifier = ?", (notifier,)).rowcount
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("ROLLBACK")
+
+    def limit_pages(self, pages: int) -> None:
+        """Cap the database size (``max_page_count``): a way to make the disk "full" in tests."""
+        self.db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def read_only(self, on: bool = True) -> None:
+        """Refuse writes from now on (``query_only``): a read-only file, for tests."""
+        self.db.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
