@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -233,6 +234,80 @@ async def test_run_notifies_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert "notification queues drained" in messages
     assert messages[-1] == "run-watcher stopped"
     assert world.trigger_key not in log.decode()
+
+
+async def read_until(stream: anyio.abc.ByteReceiveStream, log: bytearray, needle: bytes) -> None:
+    with anyio.fail_after(20):
+        async for chunk in stream:
+            log += chunk
+            if needle in log:
+                return
+    raise AssertionError(f"{needle!r} not logged:\n{log.decode()}")
+
+
+async def sighup_twice(
+    proc: anyio.abc.Process,
+    stderr: anyio.abc.ByteReceiveStream,
+    log: bytearray,
+    tmp_path: Path,
+    base: dict[str, Any],
+    world: World,
+    receiver: WebhookReceiver,
+) -> int:
+    """Reload with a watch added, then with a bad file; stop; return the exit code."""
+    await read_until(stderr, log, b"every watch polled once")
+    added = {"type": "trigger_run", "id": "run_two", "notify_initial": True}
+    write(tmp_path, {**base, "watches": [*base["watches"], added]})
+    proc.send_signal(signal.SIGHUP)
+    await read_until(stderr, log, b"configuration reloaded")
+    with anyio.fail_after(20):
+        await receiver.wait_for(1)  # run_two announced: it is watched now
+    world.set_trigger_run("run_two", "FAILED", "after the reload")
+    with anyio.fail_after(20):
+        await receiver.wait_for(2)
+    write(tmp_path, "watches: [{type: trigger_run, id: '../etc'}]\n")
+    proc.send_signal(signal.SIGHUP)
+    await read_until(stderr, log, b"reload refused")
+    proc.send_signal(signal.SIGTERM)
+    with anyio.fail_after(20):
+        async for chunk in stderr:
+            log += chunk
+        return await proc.wait()
+
+
+@pytest.mark.anyio
+async def test_sighup_reloads_and_the_state_file_comes_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    world = World()
+    world.add_trigger_run("run_one", "deploy", "EXECUTING")
+    world.add_trigger_run("run_two", "deploy", "EXECUTING")
+    state = tmp_path / "state" / "state.db"
+    async with simulator_and_receiver(world) as (sim, receiver):
+        base = {
+            "polling": {"min_interval": "200ms", "max_interval": "1s"},
+            "watches": [{"type": "trigger_run", "id": "run_one"}],
+            "notifiers": [{"url": receiver.apprise_url("json"), "tags": ["all"], "format": "json"}],
+        }
+        config = write(tmp_path, base)
+        env = {**sim_env(sim, world, config), "WATCHER_STATE_FILE": str(state)}
+        async with await anyio.open_process(
+            [*CLI, "run", "--log-format", "json"], env=env, stderr=subprocess.PIPE
+        ) as proc:
+            assert proc.stderr is not None
+            log = bytearray()
+            try:
+                code = await sighup_twice(proc, proc.stderr, log, tmp_path, base, world, receiver)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+    assert code == 0
+    assert [(e["subject_id"], e["to_status"]) for e in receiver.events()] == [
+        ("run_two", "EXECUTING"),
+        ("run_two", "FAILED"),
+    ]
+    assert "watches[0].id" in log.decode()
+    assert state.stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.anyio

@@ -224,7 +224,7 @@ async def test_hot_reload_adds_removes_and_keeps_state(tmp_path: Path) -> None:
             # upstream only after it, as a real transition would happen.
             new_rt = d.watcher.registry["trigger_run:run_new"]
             with anyio.fail_after(10):
-                while new_rt.last_ok_at is None:
+                while new_rt.last_ok_at is None:  # noqa: ASYNC110 - observing the runtime
                     await anyio.sleep(0.02)
             world.set_trigger_run("run_new", "FAILED", "after the reload")
             world.set_trigger_run("run_a", "COMPLETED")

@@ -16,6 +16,7 @@ VARS = [
     "PARALLEL_BASE_URL",
     "TRIGGER_API_URL",
     "WATCHER_CONFIG",
+    "WATCHER_STATE_FILE",
 ]
 
 
@@ -81,3 +82,14 @@ def test_bad_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIGGER_API_URL", "ftp://x")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_state_file_from_the_environment_overrides_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from watcher.config.loader import parse_config
+
+    config = parse_config(f"state_file: {tmp_path / 'from-file.db'}\n")
+    assert Settings().apply_to(config).state_file == tmp_path / "from-file.db"
+    monkeypatch.setenv("WATCHER_STATE_FILE", "/var/lib/run-watcher/state.db")
+    assert Settings().apply_to(config).state_file == Path("/var/lib/run-watcher/state.db")

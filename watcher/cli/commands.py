@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 
 import anyio
 
@@ -95,8 +96,8 @@ def test_notify(config: WatcherConfig, tags: list[str]) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def run(config: WatcherConfig, settings: Settings) -> int:
-    """Run the daemon until a signal stops it."""
-    daemon = Daemon(config, settings)
+def run(config: WatcherConfig, settings: Settings, config_path: Path) -> int:
+    """Run the daemon until a signal stops it; SIGHUP re-reads ``config_path``."""
+    daemon = Daemon(config, settings, config_path=config_path)
     anyio.run(daemon.run)
     return EXIT_OK

@@ -102,8 +102,8 @@ def _error(message: str) -> int:
     return EXIT_CONFIG
 
 
-def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings]:
-    """Config file and environment; raises ConfigError with a message for the user."""
+def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings, Path]:
+    """Config, environment and the file's path; raises ConfigError with a message for the user."""
     from pydantic import ValidationError
 
     from watcher.config.loader import ConfigError, load_config
@@ -121,7 +121,7 @@ def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings]:
     path = args.config or settings.watcher_config
     if path is None:
         raise ConfigError(["no config file: give --config PATH or set WATCHER_CONFIG"])
-    return load_config(Path(path)), settings
+    return settings.apply_to(load_config(Path(path))), settings, Path(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from watcher.cli.demo import run_simulator
 
                 return run_simulator(port=args.port, scenario=args.scenario)
-        config, settings = _load(args)
+        config, settings, path = _load(args)
         from watcher.cli import commands
 
         match args.command:
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "test-notify":
                 return commands.test_notify(config, args.tag)
             case "run":
-                return commands.run(config, settings)
+                return commands.run(config, settings, path)
     except ConfigError as exc:
         return _error(str(exc).replace("\n", "\n  "))
     except KeyboardInterrupt:

@@ -128,6 +128,9 @@ def parse_config(text: str, source: str = "<config>") -> WatcherConfig:
         raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+    except RecursionError:
+        # PyYAML parses recursively; a hostile or broken file must not crash the caller.
+        raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

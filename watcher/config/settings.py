@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -24,6 +24,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from watcher.config.model import WatcherConfig
 
 __all__ = ["DEFAULT_PARALLEL_URL", "DEFAULT_TRIGGER_URL", "SecretFileError", "Settings"]
 
@@ -92,6 +95,8 @@ class Settings(BaseSettings):
     trigger_api_url: str | None = None
     trigger_api_version: str | None = None
     watcher_config: Path | None = None
+    watcher_state_file: Path | None = None
+    """Overrides the file's ``state_file`` (the systemd unit points it at ``StateDirectory``)."""
 
     @field_validator("parallel_base_url", "trigger_api_url")
     @classmethod
@@ -111,6 +116,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Init values, then the environment, then ``*_FILE`` and credentials."""
         return init_settings, env_settings, _SecretFiles(settings_cls)
+
+    def apply_to(self, config: WatcherConfig) -> WatcherConfig:
+        """The config with the environment's overrides of file settings applied."""
+        if self.watcher_state_file is not None:
+            return config.model_copy(update={"state_file": self.watcher_state_file})
+        return config
 
     def secret_values(self) -> list[str]:
         """Every secret value, so that logging can scrub them."""

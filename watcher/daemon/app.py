@@ -316,7 +316,7 @@ class Daemon:
             log.warning("reload requested, but the daemon was not started from a config file")
             return False
         try:
-            config = load_config(self.config_path)
+            config = self.settings.apply_to(load_config(self.config_path))
             check_credentials(config, self.settings)
             channels = build_channels(
                 config, self.clock, str(self.config_path), reuse=self.channels
