@@ -13,8 +13,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
+from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi, TriggerLimiter
-from watcher.simulator.http_server import HttpServer
 from watcher.simulator.receiver import Received, WebhookReceiver
 from watcher.simulator.world import World
 
@@ -141,6 +141,7 @@ async def running(
     limiter: TriggerLimiter | None = None,
     settings: Settings | None = None,
     notifiers: list[dict[str, Any]] | None = None,
+    daemon_options: dict[str, Any] | None = None,
     **sections: Any,
 ) -> AsyncIterator[Env]:
     """Simulator + receiver + daemon; stops the daemon cleanly on exit."""
@@ -160,6 +161,7 @@ async def running(
             config,
             settings
             or Settings(parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key),
+            **(daemon_options or {}),
         )
         async with run_daemon(daemon):
             yield Env(world, sim, api, receiver, daemon, served)

@@ -16,8 +16,8 @@ import anyio
 import pytest
 import yaml
 
+from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
-from watcher.simulator.http_server import HttpServer
 from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 

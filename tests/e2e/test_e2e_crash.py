@@ -15,8 +15,8 @@ import pytest
 import yaml
 from anyio.abc import Process
 
+from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
-from watcher.simulator.http_server import HttpServer
 from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 

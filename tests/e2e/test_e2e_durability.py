@@ -16,8 +16,8 @@ from harness import make_config, run_daemon
 
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
+from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
-from watcher.simulator.http_server import HttpServer
 from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 

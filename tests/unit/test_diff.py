@@ -91,6 +91,15 @@ def test_event_id_is_deterministic_and_ignores_observation_time() -> None:
     assert a.event_id.startswith("evt_")
 
 
+def test_event_id_is_the_same_whatever_the_watcher_saw_before() -> None:
+    # An HA pair: one replica caught EXECUTING, the other polled while the run was
+    # still QUEUED. The change upstream is one change, with one id.
+    a = diff_run(TRIGGER, run("EXECUTING"), run("FAILED", "t1"), observed_at=NOW)[0]
+    b = diff_run(TRIGGER, run("QUEUED"), run("FAILED", "t1"), observed_at=NOW)[0]
+    assert (a.from_status, b.from_status) == ("EXECUTING", "QUEUED")
+    assert a.event_id == b.event_id
+
+
 def test_unknown_status_is_reported_not_crashed() -> None:
     (event,) = diff_run(TRIGGER, run("EXECUTING"), run("HIBERNATING"), observed_at=NOW)
     assert event.to_status == "HIBERNATING"

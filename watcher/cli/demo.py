@@ -12,8 +12,8 @@ from anyio.abc import TaskStatus
 
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
+from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
-from watcher.simulator.http_server import HttpServer
 from watcher.simulator.receiver import Received, WebhookReceiver
 from watcher.simulator.scenarios import DEMO_GROUP, demo_scenario, play
 from watcher.simulator.world import World

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a watch or notifier failed (``once``, ``test-notify``);
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,13 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
         default="auto" if top else argparse.SUPPRESS,
         choices=["auto", "json", "console"],
         help="log format: json lines, readable lines, or auto (json unless stderr is a terminal)",
+    )
+
+
+def _url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="the daemon's base URL (default: $WATCHER_URL, else http.listen of the config)",
     )
 
 
@@ -86,6 +94,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="the event as JSON or YAML, e.g. '{kind: run.status_changed, severity: failure}'",
     )
     test.add_argument("--event-file", type=Path, help="a JSON or YAML file holding the event")
+
+    def remote(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = command(name, help_text)
+        _url(p)
+        return p
+
+    remote("status", "show the running daemon's watches (exit 1 if any cannot see upstream)")
+    watch = command("watch", "list, add or remove watches of the running daemon (its HTTP API)")
+    watch_sub = watch.add_subparsers(dest="watch_command", metavar="ACTION", required=True)
+    ls = watch_sub.add_parser("ls", help="list the watches")
+    _common(ls, top=False)
+    _url(ls)
+    ls.add_argument("--json", action="store_true", help="print the JSON the daemon returns")
+    add = watch_sub.add_parser(
+        "add",
+        help="watch a run or group now (POST /watches)",
+        description="Add a watch to the running daemon, as a config entry would.",
+    )
+    _common(add, top=False)
+    _url(add)
+    add.add_argument(
+        "type",
+        choices=["parallel_task_group", "parallel_task_run", "trigger_run", "trigger_runs"],
+    )
+    add.add_argument("id", nargs="?", help="the group or run id (trigger_runs: optional)")
+    add.add_argument("--name", help="shown in messages")
+    add.add_argument(
+        "--label", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
+    )
+    add.add_argument(
+        "--expire-after", metavar="DURATION", help="stop watching after this long, e.g. 6h"
+    )
+    add.add_argument(
+        "--json", dest="extra", metavar="OBJECT", help="more keys of the entry, as JSON"
+    )
+    rm = watch_sub.add_parser("rm", help="stop a watch added through the API")
+    _common(rm, top=False)
+    _url(rm)
+    rm.add_argument("type")
+    rm.add_argument("id")
+    remote("reload", "make the running daemon re-read its config file (as SIGHUP)")
+    health = remote("health", "exit 0 if the running daemon answers /healthz (for HEALTHCHECK)")
+    health.add_argument("--ready", action="store_true", help="ask /readyz instead")
+    config = command("config", "config file tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_sub.add_parser("schema", help="print the config file's JSON Schema (for editors)")
+    completion = command("completion", "print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     sim = command("simulate", "serve the API simulator on loopback (for trying configs by hand)")
     sim.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     sim.add_argument(
@@ -124,6 +180,43 @@ def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings, Path]:
     return settings.apply_to(load_config(Path(path))), settings, Path(path)
 
 
+def _remote(args: argparse.Namespace) -> int:
+    from watcher.cli import remote
+
+    def listen() -> str | None:
+        if args.config is None and not os.environ.get("WATCHER_CONFIG"):
+            return None
+        config, _, _ = _load(args)
+        return config.http.listen
+
+    try:
+        url = remote.base_url(args.url, listen)
+        match args.command:
+            case "status":
+                return remote.status(url)
+            case "reload":
+                return remote.reload(url)
+            case "health":
+                return remote.health(url, args.ready)
+        match args.watch_command:
+            case "ls":
+                return remote.watch_ls(url, args.json)
+            case "add":
+                return remote.watch_add(
+                    url,
+                    args.type,
+                    args.id,
+                    name=args.name,
+                    labels=args.label,
+                    expire_after=args.expire_after,
+                    extra=args.extra,
+                )
+        return remote.watch_rm(url, args.type, args.id)
+    except remote.RemoteError as exc:
+        print(f"run-watcher: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``run-watcher`` console script."""
     args = build_parser().parse_args(argv)
@@ -141,6 +234,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from watcher.cli.demo import run_simulator
 
                 return run_simulator(port=args.port, scenario=args.scenario)
+            case "config":
+                import json
+
+                from watcher.config.model import WatcherConfig
+
+                print(json.dumps(WatcherConfig.model_json_schema(), indent=2))
+                return EXIT_OK
+            case "completion":
+                import shtab
+
+                print(shtab.complete(build_parser(), shell=args.shell))
+                return EXIT_OK
+            case "status" | "watch" | "reload" | "health":
+                return _remote(args)
         config, settings, path = _load(args)
         from watcher.cli import commands
 

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from watcher.core.durations import parse_duration
 from watcher.core.ids import validate_id
 
 __all__ = ["Duration", "PositiveDuration", "Strict", "UpstreamId"]
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+# The schema shows what the file may say ("500ms", "2s", "5m", "1h" or seconds),
+# not the float it becomes.
+_DURATION_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?)+\s*$"},
+        ],
+        "description": 'a duration: "500ms", "2s", "5m", "1h" or a number of seconds',
+    }
+)
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0), _DURATION_SCHEMA]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _DURATION_SCHEMA]
 UpstreamId = Annotated[str, BeforeValidator(lambda v: validate_id(v) if isinstance(v, str) else v)]
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from watcher.config.model import WatcherConfig
 
-__all__ = ["ConfigError", "format_loc", "load_config", "parse_config"]
+__all__ = ["ConfigError", "explain_errors", "format_loc", "load_config", "parse_config"]
 
 _MAX_FILE = 4 * 1024 * 1024
 
@@ -115,6 +115,18 @@ def _explain(err: dict[str, Any]) -> str:
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
     return msg
+
+
+def explain_errors(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[str]:
+    """``key.path: reason`` for each error of a model validated from JSON (no YAML lines)."""
+    problems = []
+    for err in exc.errors():
+        loc = [*prefix, *(p for p in err["loc"] if not (isinstance(p, str) and _is_tag(p)))]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str(err.get("ctx", {}).get("discriminator", "type")).strip("'"))
+        key = format_loc(loc)
+        problems.append(f"{key + ': ' if key else ''}{_explain(dict(err))}")
+    return problems
 
 
 def parse_config(text: str, source: str = "<config>") -> WatcherConfig:

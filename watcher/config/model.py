@@ -19,6 +19,7 @@ from watcher.config.notifications import (
     RouteConfig,
     SilenceConfig,
 )
+from watcher.config.operations import HttpConfig, ShardConfig
 from watcher.config.watches import (
     ParallelTaskGroupWatch,
     ParallelTaskRunWatch,
@@ -31,12 +32,14 @@ from watcher.core.statuses import Source
 
 __all__ = [
     "DeliveryConfig",
+    "HttpConfig",
     "NotificationsConfig",
     "NotifierConfig",
     "ParallelTaskGroupWatch",
     "ParallelTaskRunWatch",
     "PollingConfig",
     "RouteConfig",
+    "ShardConfig",
     "SilenceConfig",
     "SourcesConfig",
     "TriggerRunWatch",
@@ -141,6 +144,8 @@ class WatcherConfig(Strict):
     silences: list[SilenceConfig] = Field(default_factory=list)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> WatcherConfig:

@@ -25,6 +25,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from watcher.config.operations import ShardConfig, split_listen
+from watcher.core.sharding import parse_shard
+
 if TYPE_CHECKING:
     from watcher.config.model import WatcherConfig
 
@@ -97,6 +100,33 @@ class Settings(BaseSettings):
     watcher_config: Path | None = None
     watcher_state_file: Path | None = None
     """Overrides the file's ``state_file`` (the systemd unit points it at ``StateDirectory``)."""
+    watcher_http_listen: str | None = None
+    """Overrides ``http.listen`` (the container image listens on ``0.0.0.0:9464``)."""
+    watcher_shard: str | None = None
+    """``INDEX/COUNT``; overrides the file's ``shard``."""
+    watcher_api_token: SecretStr | None = None
+    """Bearer token of the watch API; required when it listens beyond loopback."""
+
+    @field_validator("watcher_http_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value:
+            split_listen(value)
+        return value or None
+
+    @field_validator("watcher_shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value:
+            parse_shard(value)
+        return value or None
+
+    @field_validator("watcher_api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (try: openssl rand -hex 32)")
+        return value
 
     @field_validator("parallel_base_url", "trigger_api_url")
     @classmethod
@@ -119,10 +149,17 @@ class Settings(BaseSettings):
 
     def apply_to(self, config: WatcherConfig) -> WatcherConfig:
         """The config with the environment's overrides of file settings applied."""
+        update: dict[str, Any] = {}
         if self.watcher_state_file is not None:
-            return config.model_copy(update={"state_file": self.watcher_state_file})
-        return config
+            update["state_file"] = self.watcher_state_file
+        if self.watcher_http_listen is not None:
+            update["http"] = config.http.model_copy(update={"listen": self.watcher_http_listen})
+        if self.watcher_shard is not None:
+            shard = parse_shard(self.watcher_shard)
+            update["shard"] = ShardConfig(index=shard.index, count=shard.count)
+        return config.model_copy(update=update) if update else config
 
     def secret_values(self) -> list[str]:
         """Every secret value, so that logging can scrub them."""
-        return [s.get_secret_value() for s in (self.parallel_api_key, self.trigger_secret_key) if s]
+        secrets = (self.parallel_api_key, self.trigger_secret_key, self.watcher_api_token)
+        return [s.get_secret_value() for s in secrets if s]

@@ -74,11 +74,13 @@ def diff_run(
     if from_status == current.status:
         return []
     info = classify(current.source, current.status)
+    # Identified by where the run went and when upstream says it did, not by where
+    # it came from: two watchers that polled at different moments (an HA pair, stream
+    # and poll modes) give the same id to the same upstream change.
     event_id = make_event_id(
         watch.key,
         current.run_id,
         EventKind.RUN_STATUS_CHANGED,
-        from_status,
         current.status,
         current.updated_at,
     )

@@ -3,8 +3,11 @@
 Start: open the state file (if any), restore watch states, the outbox and open
 conditions, then poll. Publishing (:meth:`Daemon._publish`): plan deliveries,
 commit the watch states and outbox rows in one transaction, then hand the
-events to the notifier channels. SIGHUP re-reads the config; a bad one is
-refused and the running one stays. Shutdown (SIGTERM, SIGINT, or
+events to the notifier channels. SIGHUP (or ``POST /-/reload``) re-reads the config; a bad one is
+refused and the running one stays. Under systemd the daemon reports READY
+once every watch was polled once, RELOADING/READY around a reload, STOPPING,
+a STATUS line, and WATCHDOG pings from the event loop. With ``http.listen``
+it serves probes, metrics, ``/watches`` and the watch API. Shutdown (SIGTERM, SIGINT, or
 :meth:`Daemon.request_stop`): polling stops, pending notifications go out within
 ``delivery.drain_timeout``, what is left is reported by ``event_id`` (and stays in
 the outbox for the next start).
@@ -12,6 +15,8 @@ the outbox for the next start).
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import signal
 from collections.abc import Sequence
@@ -29,21 +34,46 @@ from watcher.clock import Clock, SystemClock
 from watcher.config.loader import ConfigError, load_config
 from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
+from watcher.config.operations import is_loopback
 from watcher.config.settings import Settings
 from watcher.core.events import Event, EventKind
+from watcher.core.sharding import Shard
 from watcher.core.statuses import Severity
 from watcher.core.watch import DiscoveryState, describe
-from watcher.daemon.build import build_channels, build_gates, build_upstreams, check_credentials
+from watcher.daemon.api_watches import ApiWatch, expired, next_expiry, restore_api_watches
+from watcher.daemon.build import (
+    build_channels,
+    build_gates,
+    build_shard,
+    build_upstreams,
+    check_credentials,
+)
 from watcher.daemon.durability import Durability
+from watcher.daemon.http_api import (
+    MAX_REQUEST_BODY,
+    ControlApi,
+    WatchRejected,
+    WatchRequest,
+    watch_view,
+)
 from watcher.daemon.logging import SCRUBBER
+from watcher.daemon.metrics import Metrics
+from watcher.daemon.sdnotify import SystemdNotifier
 from watcher.daemon.state import OutboxRow, StateStore, Stored, WatchWrite
 from watcher.daemon.watcher import Watcher
+from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
 from watcher.notify.dispatcher import DEFAULT_ROUTE, Dispatcher, Plan, watcher_event
 from watcher.notify.serialize import condition_from_dict, event_from_dict, event_to_dict
 from watcher.sources.gate import Ticket
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
+
+
+def _hostname() -> str:
+    """The pod name under Kubernetes (a StatefulSet pod's hostname is its name)."""
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
+
 
 log = structlog.get_logger("watcher.daemon")
 
@@ -72,9 +102,12 @@ class Daemon:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         config_path: Path | None = None,
+        systemd: SystemdNotifier | None = None,
+        hostname: str | None = None,
     ) -> None:
         check_credentials(config, settings)
         SCRUBBER.add(settings.secret_values())
+        self.shard: Shard = build_shard(config.shard, hostname or _hostname())
         self.config = config
         self.settings = settings
         self.config_path = config_path
@@ -98,6 +131,14 @@ class Daemon:
         self.ready = anyio.Event()
         self.watcher: Watcher | None = None
         self.reloads = 0
+        self._own_systemd = systemd is None
+        self.systemd = systemd if systemd is not None else SystemdNotifier.from_environ()
+        self.metrics = Metrics(self) if config.http.listen else None
+        self.http: HttpServer | None = None
+        self.api_watches: dict[str, ApiWatch] = {}
+        self._expiry_changed = anyio.Event()
+        self.started_at = self.clock.wall().timestamp()
+        self._started = self.clock.now()
 
     def _wire(self, channels: Sequence[NotifierChannel]) -> None:
         for channel in channels:
@@ -107,6 +148,8 @@ class Daemon:
 
     async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
         """Persist the watch states and the events' outbox rows, then deliver."""
+        if self.metrics is not None:
+            self.metrics.published(events)
         await self._persist_and_apply(self.dispatcher.plan(events), writes)
 
     async def _persist_and_apply(self, plan: Plan, writes: Sequence[WatchWrite] = ()) -> None:
@@ -157,7 +200,7 @@ class Daemon:
     # -- start -------------------------------------------------------------------------------
 
     async def _build(self, stack: AsyncExitStack, *, publish: bool = True) -> Watcher:
-        gates = build_gates(self.config.sources, self.clock)
+        gates = build_gates(self.config.sources, self.clock, self.shard.count)
         upstreams = await build_upstreams(stack, self.config, self.settings, gates, self._transport)
         watcher = Watcher(
             polling=self.config.polling,
@@ -169,8 +212,14 @@ class Daemon:
             trigger=upstreams.trigger,
             workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
             retention=self.config.retention,
+            shard=self.shard,
             **({"publish": self._publish} if publish else {}),
         )
+        if self.metrics is not None:
+            watcher.on_poll = self.metrics.poll
+            for client in (upstreams.parallel, upstreams.trigger):
+                if client is not None:
+                    client.upstream.observer = self.metrics.request
         self.watcher = watcher
         return watcher
 
@@ -247,15 +296,23 @@ class Daemon:
         async with AsyncExitStack() as stack:
             stored = await self.durability.open()
             stack.push_async_callback(self.durability.close)
+            if self._own_systemd:
+                stack.callback(self.systemd.close)
             watcher = await self._build(stack)
-            for watch in self.config.watches:
+            for watch in watcher.mine(self.config.watches):
                 watcher.add(watch)
+            self._restore_api_watches(watcher, stored)
             await self._restore(watcher, stored)
-            if not self.config.watches:
+            if not watcher.registry:
                 watcher.first_pass.set()
             async with anyio.create_task_group() as root:
                 if handle_signals:
                     root.start_soon(self._signals)
+                if self.config.http.listen:
+                    await self._serve_http(root)
+                if self.systemd.enabled:
+                    root.start_soon(self._systemd_loop)
+                root.start_soon(self._expirer)
                 dispatch_scope = anyio.CancelScope()
                 dispatch_done = anyio.Event()
 
@@ -272,6 +329,8 @@ class Daemon:
                     watches=len(self.config.watches),
                     notifiers=[channel.name for channel in self.channels],
                     state_file=str(self.config.state_file) if self.config.state_file else None,
+                    shard=str(self.shard) if self.shard.count > 1 else None,
+                    http=self.http.url if self.http else None,
                 )
                 if self.durability.enabled and not self.durability.healthy:
                     await self._announce_durability()
@@ -281,6 +340,7 @@ class Daemon:
                     polling.start_soon(self._announce_ready, watcher)
                     task_status.started()
                     await self._stop.wait()
+                    self.systemd.stopping()
                     polling.cancel_scope.cancel()
                 self.dispatcher.close()
                 dispatch_scope.deadline = anyio.current_time() + self.config.delivery.drain_timeout
@@ -292,7 +352,161 @@ class Daemon:
     async def _announce_ready(self, watcher: Watcher) -> None:
         await watcher.first_pass.wait()
         self.ready.set()
+        self.systemd.ready(self.status_line())
         log.info("every watch polled once", watches=len(watcher.registry))
+
+    # -- operations: systemd, HTTP, status -------------------------------------------------
+
+    async def _serve_http(self, root: anyio.abc.TaskGroup) -> None:
+        address = self.config.http.address()
+        assert address is not None
+        host, port = address
+        token = self.settings.watcher_api_token
+        api = ControlApi(
+            self,
+            token=token.get_secret_value() if token else None,
+            loopback=is_loopback(host),
+        )
+        if self.config.http.watch_api and token is None and not is_loopback(host):
+            log.warning(
+                "the watch API is off: the daemon listens beyond loopback and "
+                "WATCHER_API_TOKEN is not set",
+                listen=self.config.http.listen,
+            )
+        server = HttpServer(api.handle, host, port, max_body=MAX_REQUEST_BODY)
+        try:
+            await root.start(server.serve)
+        except OSError as exc:
+            raise ConfigError(
+                [f"http.listen {self.config.http.listen}: cannot listen: {exc.strerror or exc}"]
+            ) from None
+        self.http = server
+
+    async def _systemd_loop(self) -> None:
+        """STATUS every few seconds; WATCHDOG=1 at half of WATCHDOG_USEC, from this loop,
+        so a hung event loop stops the pings and systemd restarts the service."""
+        watchdog = self.systemd.watchdog
+        every = min(watchdog, 10.0) if watchdog else 10.0
+        while True:
+            fields = {"status": self.status_line()}
+            if watchdog:
+                fields["watchdog"] = "1"
+            self.systemd.send(**fields)
+            await anyio.sleep(every)
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: watches, errors, queued notifications."""
+        watcher = self.watcher
+        runtimes = list(watcher.registry.values()) if watcher is not None else []
+        erroring = sum(1 for rt in runtimes if rt.problem is not None)
+        queued = sum(c.queued() + len(c.inflight) for c in self.channels)
+        line = f"watching {len(runtimes)}, {erroring} erroring, {queued} notifications queued"
+        if not self.durability.healthy:
+            line += ", state file unavailable"
+        if self.shard.count > 1:
+            line += f" (shard {self.shard})"
+        return line
+
+    def uptime(self) -> float:
+        """Seconds since the daemon was created."""
+        return self.clock.now() - self._started
+
+    def not_ready(self) -> list[str]:
+        """Why ``/readyz`` fails (empty when ready)."""
+        reasons = []
+        if self._stop.is_set():
+            reasons.append("shutting down")
+        if not self.ready.is_set():
+            pending = len(self.watcher._unpolled) if self.watcher is not None else 0
+            reasons.append(f"not every watch polled once yet ({pending} pending)")
+        if not self.channels:
+            reasons.append("no notifiers configured")
+        return reasons
+
+    def watch_views(self) -> list[dict[str, object]]:
+        """Every watch (not the runs a ``trigger_runs`` watch follows) for ``/watches``."""
+        if self.watcher is None:
+            return []
+        keys = sorted(k for k, rt in self.watcher.registry.items() if rt.parent is None)
+        return [v for k in keys if (v := watch_view(self, k)) is not None]
+
+    # -- the watch API ---------------------------------------------------------------------
+
+    def _restore_api_watches(self, watcher: Watcher, stored: Stored) -> None:
+        configured = {w.ref().key for w in self.config.watches}
+        for key, api in restore_api_watches(stored.api_watches).items():
+            if key in configured or key in watcher.registry:
+                continue
+            self.api_watches[key] = api
+            watcher.add(api.watch)
+        if self.api_watches:
+            log.info("watches added through the API restored", watches=len(self.api_watches))
+
+    async def add_api_watch(self, request: WatchRequest) -> tuple[bool, dict[str, object]]:
+        """Add (or update) a watch from ``POST /watches``; (created, its view)."""
+        watcher = self.watcher
+        if watcher is None:
+            raise WatchRejected(503, ["the daemon is starting"])
+        watch = request.watch
+        key = watch.ref().key
+        if any(w.ref().key == key for w in self.config.watches):
+            raise WatchRejected(409, [f"{key} is in the config file; change it there"])
+        client = watcher.parallel if watch.ref().source.value == "parallel" else watcher.trigger
+        if client is None:
+            variable = (
+                "PARALLEL_API_KEY"
+                if watch.ref().source.value == "parallel"
+                else "TRIGGER_SECRET_KEY"
+            )
+            raise WatchRejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
+        created = key not in self.api_watches
+        if created and len(self.api_watches) >= self.config.http.max_api_watches:
+            raise WatchRejected(
+                409, [f"http.max_api_watches ({self.config.http.max_api_watches}) reached"]
+            )
+        expires_at = (
+            self.clock.wall().timestamp() + request.expire_after
+            if request.expire_after is not None
+            else None
+        )
+        self.api_watches[key] = ApiWatch(watch, request.entry, expires_at)
+        await self.durability.api_watch(key, request.entry, expires_at)
+        if created:
+            watcher.add(watch)
+            log.info("watch added through the API", watch=key, expires_at=expires_at)
+        else:
+            watcher.update(watch)
+            log.info("watch updated through the API", watch=key, expires_at=expires_at)
+        self._expiry_changed.set()
+        view = watch_view(self, key) or {"key": key}
+        return created, view
+
+    async def remove_api_watch(self, key: str, *, reason: str = "removed through the API") -> None:
+        """Stop a watch the API added (``DELETE /watches/{type}/{id}``, or expiry)."""
+        if key not in self.api_watches:
+            if any(w.ref().key == key for w in self.config.watches):
+                raise WatchRejected(
+                    409, [f"{key} is in the config file: remove it there, then reload"]
+                )
+            raise WatchRejected(404, [f"no watch {key} was added through the API"])
+        del self.api_watches[key]
+        writes = self.watcher.remove(key) if self.watcher is not None else []
+        for write in writes:
+            self.dispatcher.conditions.forget_watch(write.key)
+        await self.durability.commit(writes, [])
+        await self.durability.api_watch(key, None)
+        log.info(f"watch {reason}; polling stops", watch=key)
+
+    async def _expirer(self) -> None:
+        while True:
+            self._expiry_changed = anyio.Event()
+            now = self.clock.wall().timestamp()
+            for key in expired(self.api_watches, now):
+                await self.remove_api_watch(key, reason="expired (expire_after)")
+            due = next_expiry(self.api_watches)
+            wait = math.inf if due is None else max(0.05, due - now)
+            with anyio.move_on_after(min(wait, 3600.0)):
+                await self._expiry_changed.wait()
 
     def _report_leftovers(self, timed_out: bool) -> None:
         leftovers = self.dispatcher.undelivered
@@ -315,12 +529,17 @@ class Daemon:
         if self.config_path is None:
             log.warning("reload requested, but the daemon was not started from a config file")
             return False
+        self.systemd.reloading()
         try:
-            config = self.settings.apply_to(load_config(self.config_path))
+            return await self._reload(self.config_path)
+        finally:
+            self.systemd.ready(self.status_line())
+
+    async def _reload(self, path: Path) -> bool:
+        try:
+            config = self.settings.apply_to(load_config(path))
             check_credentials(config, self.settings)
-            channels = build_channels(
-                config, self.clock, str(self.config_path), reuse=self.channels
-            )
+            channels = build_channels(config, self.clock, str(path), reuse=self.channels)
         except ConfigError as exc:
             log.error("reload refused; the running configuration stays", problems=exc.problems)
             return False
@@ -338,6 +557,8 @@ class Daemon:
             )
         if config.state_file != old.state_file:
             log.warning("state_file changed: restart to apply it")
+        if config.http != old.http or config.shard != old.shard:
+            log.warning("the http or shard section changed: restart to apply it")
         self._wire(channels)
         self.dispatcher.configure(
             build_routes(config.routes, config.notifications),
@@ -347,14 +568,26 @@ class Daemon:
         self.channels = list(channels)
         writes: list[WatchWrite] = []
         if self.watcher is not None:
-            writes = self.watcher.reconfigure(config.watches, config.polling)
+            configured = self.watcher.mine(config.watches)
+            keys = {w.ref().key for w in config.watches}
+            for key in [k for k in self.api_watches if k in keys]:
+                # The file now holds this watch: it takes over from the API's entry.
+                del self.api_watches[key]
+                await self.durability.api_watch(key, None)
+            api = [a.watch for a in self.api_watches.values()]
+            writes = self.watcher.reconfigure([*configured, *api], config.polling)
             self.watcher.retention = config.retention
             for write in writes:
                 self.dispatcher.conditions.forget_watch(write.key)
         if writes:
             await self.durability.commit(writes, [])
         self.config = config.model_copy(
-            update={"sources": old.sources, "state_file": old.state_file}
+            update={
+                "sources": old.sources,
+                "state_file": old.state_file,
+                "http": old.http,
+                "shard": old.shard,
+            }
         )
         self.reloads += 1
         log.info(
@@ -371,7 +604,7 @@ class Daemon:
         """Poll every configured watch once, without notifying; report where each stands."""
         async with AsyncExitStack() as stack:
             watcher = await self._build(stack, publish=False)
-            runtimes = [watcher.add(watch) for watch in self.config.watches]
+            runtimes = [watcher.add(watch) for watch in watcher.mine(self.config.watches)]
             async with anyio.create_task_group() as tg:
                 for rt in runtimes:
                     tg.start_soon(watcher.poll, rt, Ticket(watcher.schedulers[rt.source].gate))

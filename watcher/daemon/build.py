@@ -12,9 +12,10 @@ import httpx
 from watcher import __version__
 from watcher.clock import Clock, SystemClock
 from watcher.config.loader import ConfigError
-from watcher.config.model import NotifierConfig, SourcesConfig, WatcherConfig
+from watcher.config.model import NotifierConfig, ShardConfig, SourcesConfig, WatcherConfig
 from watcher.config.settings import DEFAULT_PARALLEL_URL, DEFAULT_TRIGGER_URL, Settings
 from watcher.core.budget import BudgetPolicy
+from watcher.core.sharding import Shard, ordinal_of
 from watcher.core.statuses import Source
 from watcher.daemon.logging import SCRUBBER
 from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
@@ -25,7 +26,35 @@ from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.parallel import ParallelClient
 from watcher.sources.trigger import TriggerClient
 
-__all__ = ["Upstreams", "build_channels", "build_gates", "build_upstreams", "check_credentials"]
+__all__ = [
+    "Upstreams",
+    "build_channels",
+    "build_gates",
+    "build_shard",
+    "build_upstreams",
+    "check_credentials",
+]
+
+
+def build_shard(config: ShardConfig, hostname: str) -> Shard:
+    """This process's shard; without ``index``, the ordinal of a StatefulSet pod name."""
+    if config.count == 1:
+        return Shard()
+    index = config.index
+    if index is None:
+        index = ordinal_of(hostname)
+        if index is None:
+            raise ConfigError(
+                [
+                    f"shard.index is not set and the host name {hostname!r} has no pod "
+                    "ordinal (name-N); set shard.index or WATCHER_SHARD=INDEX/COUNT"
+                ]
+            )
+        if index >= config.count:
+            raise ConfigError(
+                [f"pod ordinal {index} of {hostname!r} is not below shard.count {config.count}"]
+            )
+    return Shard(index, config.count)
 
 
 def check_credentials(config: WatcherConfig, settings: Settings) -> None:
@@ -127,30 +156,25 @@ def build_channels(
     return channels
 
 
-def build_gates(sources: SourcesConfig, clock: Clock) -> dict[Source, SourceGate]:
-    """One request budget and concurrency cap per upstream."""
-    return {
-        Source.PARALLEL: SourceGate(
-            "parallel",
+def build_gates(sources: SourcesConfig, clock: Clock, shards: int = 1) -> dict[Source, SourceGate]:
+    """One request budget and concurrency cap per upstream.
+
+    The configured budget is the whole deployment's: ``shards`` processes share
+    one API key, and so one provider limit, so each takes its share.
+    """
+    gates = {}
+    for source, cfg in ((Source.PARALLEL, sources.parallel), (Source.TRIGGER, sources.trigger)):
+        gates[source] = SourceGate(
+            source.value,
             BudgetPolicy(
-                sources.parallel.requests_per_minute / 60.0,
-                sources.parallel.burst,
-                sources.parallel.reserve,
+                cfg.requests_per_minute / 60.0 / shards,
+                max(1, cfg.burst // shards),
+                cfg.reserve // shards,
             ),
-            max_concurrency=sources.parallel.max_concurrency,
+            max_concurrency=cfg.max_concurrency,
             clock=clock,
-        ),
-        Source.TRIGGER: SourceGate(
-            "trigger",
-            BudgetPolicy(
-                sources.trigger.requests_per_minute / 60.0,
-                sources.trigger.burst,
-                sources.trigger.reserve,
-            ),
-            max_concurrency=sources.trigger.max_concurrency,
-            clock=clock,
-        ),
-    }
+        )
+    return gates
 
 
 class Upstreams:
@@ -168,9 +192,17 @@ async def build_upstreams(
     gates: dict[Source, SourceGate],
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Upstreams:
-    """One shared httpx client per upstream in use, closed with ``stack``."""
+    """One shared httpx client per upstream in use or with a key, closed with ``stack``.
+
+    An upstream with a key but no watch yet gets its client too: the watch API
+    and reloads may add watches of it later.
+    """
     cfg = config.sources
     used = config.sources_used()
+    if settings.parallel_api_key is not None:
+        used.add(Source.PARALLEL)
+    if settings.trigger_secret_key is not None:
+        used.add(Source.TRIGGER)
     agent = f"run-watcher/{__version__}"
     parallel = trigger = None
     if Source.PARALLEL in used:

@@ -102,6 +102,20 @@ class Durability:
         else:
             self._ok()
 
+    async def api_watch(
+        self, key: str, config: dict[str, Any] | None, expires_at: float | None = None
+    ) -> bool:
+        """Keep (or forget) a watch added through the API. False when not written."""
+        if self.store is None or self.store.db_open is False:
+            return False
+        try:
+            await self.store.call(self.store.put_api_watch, key, config, expires_at)
+        except StateError as exc:
+            self._failed(exc)
+            return False
+        self._ok()
+        return True
+
     async def forget_notifier(self, notifier: str) -> int:
         """Drop the outbox rows of a notifier that no longer exists."""
         if self.store is None or self.store.db_open is False:

@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (event_id, notifier)
 );
 CREATE TABLE IF NOT EXISTS conditions (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_watches (
+    key TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    expires_at REAL
+);
 """
 
 
@@ -84,6 +89,8 @@ class Stored:
     )
     outbox: list[OutboxRow] = field(default_factory=list)
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api_watches: dict[str, tuple[dict[str, Any], float | None]] = field(default_factory=dict)
+    """Watches added through the HTTP API: their config entry and expiry (Unix time)."""
 
 
 def _create_private(path: Path) -> None:
@@ -169,6 +176,10 @@ class StateStore:
                 stored.outbox.append(OutboxRow(event_id, notifier, route, json.loads(event)))
             for key, data in self.db.execute("SELECT key, data FROM conditions"):
                 stored.conditions[key] = json.loads(data)
+            for key, config, expires_at in self.db.execute(
+                "SELECT key, config, expires_at FROM api_watches"
+            ):
+                stored.api_watches[key] = (json.loads(config), expires_at)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the state file: {exc}") from None
         return stored
@@ -233,6 +244,21 @@ class StateStore:
                 "DELETE FROM outbox WHERE event_id = ? AND notifier = ?",
                 [(event_id, notifier) for event_id in event_ids],
             )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def put_api_watch(
+        self, key: str, config: dict[str, Any] | None, expires_at: float | None = None
+    ) -> None:
+        """Keep (or, with ``config=None``, forget) a watch added through the API."""
+        try:
+            if config is None:
+                self.db.execute("DELETE FROM api_watches WHERE key = ?", (key,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO api_watches (key, config, expires_at) VALUES (?, ?, ?)",
+                    (key, json.dumps(config, separators=(",", ":")), expires_at),
+                )
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
 

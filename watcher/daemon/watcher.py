@@ -26,6 +26,7 @@ from watcher.core.diff import diff_run
 from watcher.core.events import Event, WatchType
 from watcher.core.health import Problem
 from watcher.core.schedule import SchedulePolicy, initial_state
+from watcher.core.sharding import Shard
 from watcher.core.snapshots import GroupObservation, RunSnapshot
 from watcher.core.statuses import ParallelStatus, Source, classify
 from watcher.core.watch import (
@@ -87,6 +88,7 @@ class Watcher:
         workers: dict[Source, int],
         publish: Publish = _discard,
         retention: float = 86400.0,
+        shard: Shard | None = None,
     ) -> None:
         self.polling = polling
         self.sources = sources
@@ -108,6 +110,11 @@ class Watcher:
         self.started_at: datetime = clock.wall()
         self.events_published = 0
         self.retired = 0
+        self.shard = shard or Shard()
+        self.on_poll: Callable[[WatchRuntime, float], None] | None = None
+        """Called after every poll with the runtime and the poll's duration (metrics)."""
+        self.last_ok_wall: dict[Source, float] = {}
+        """Unix time of the last successful poll, per upstream."""
         self._unpolled: set[str] = set()
 
     # -- policies -----------------------------------------------------------------------
@@ -137,6 +144,13 @@ class Watcher:
         return policy
 
     # -- registry -----------------------------------------------------------------------
+
+    def mine(self, watches: Sequence[WatchConfig]) -> list[WatchConfig]:
+        """The watches this shard polls. ``trigger_runs`` watches list on every shard;
+        the runs they discover are sharded one by one."""
+        return [
+            w for w in watches if isinstance(w, TriggerRunsWatch) or self.shard.owns(w.ref().key)
+        ]
 
     def add(self, watch: WatchConfig) -> WatchRuntime:
         """Register a configured watch and schedule its first poll now."""
@@ -310,7 +324,7 @@ class Watcher:
         if rt.removed:
             return
         rt.polls += 1
-        rt.last_poll_at = self.clock.now()
+        rt.last_poll_at = started = self.clock.now()
         try:
             if rt.kind is Kind.DISCOVERY:
                 await self._poll_discovery(rt, ticket)
@@ -320,6 +334,12 @@ class Watcher:
             # A bug must not stop the watch: log it and look again later.
             log.exception("internal error while polling", watch=rt.key)
             self._schedule(rt, rt.policy.max_interval)
+        if self.on_poll is not None:
+            self.on_poll(rt, self.clock.now() - started)
+
+    def _fetched(self, rt: WatchRuntime) -> None:
+        rt.last_ok_at = self.clock.now()
+        self.last_ok_wall[rt.source] = self.clock.wall().timestamp()
 
     async def _fetch_and_step(self, rt: WatchRuntime, ticket: Ticket) -> Step:
         stream_problem: Problem | None = None
@@ -373,7 +393,7 @@ class Watcher:
         # Read the state only now: whatever changed it while we waited is accounted for.
         state = rt.state
         assert isinstance(state, WatchState)
-        rt.last_ok_at = self.clock.now()
+        self._fetched(rt)
         if isinstance(outcome, GroupObservation):
             return step_group(state, outcome, self._context(rt), stream_problem)
         if not classify(outcome.source, outcome.status).known:
@@ -481,7 +501,7 @@ class Watcher:
             )
             await self._after_discovery(rt, step_discovery_failure(state, exc.problem, ctx), [])
             return
-        rt.last_ok_at = self.clock.now()
+        self._fetched(rt)
         if not listing.complete:
             log.warning(
                 "discovery pass stopped at the page cap; older runs of the window are not checked",
@@ -497,11 +517,13 @@ class Watcher:
         events: list[Event] = []
         writes: list[WatchWrite] = []
         for run in step.baseline_runs:
-            if not classify(run.source, run.status).terminal:
+            if not classify(run.source, run.status).terminal and self.shard.owns(run.run_id):
                 child = self._adopt(rt, watch, run, announce=False)
                 if child is not None:
                     writes += self._write(child)
         for run in step.new_runs:
+            if not self.shard.owns(run.run_id):
+                continue
             child = self._adopt(rt, watch, run, announce=True)
             if child is None:
                 # Over the cap: announce from the listing rather than lose it.
@@ -525,7 +547,9 @@ class Watcher:
         writes: list[WatchWrite] | None = None,
     ) -> None:
         rt.state = step.state
-        await self._publish([*step.events, *events], [*self._write(rt), *(writes or [])])
+        # Every shard lists; the shard that owns the watch speaks for its health.
+        own = list(step.events) if self.shard.owns(rt.key) else []
+        await self._publish([*own, *events], [*self._write(rt), *(writes or [])])
         self._seen(rt)
         self._schedule(rt, step.delay)
 

@@ -92,6 +92,7 @@ class NotifierChannel:
     sent_messages: int = 0
     sent_events: int = 0
     failed_attempts: int = 0
+    failed_messages: int = 0
     undeliverable: int = 0
     dropped: int = 0
     folded: int = 0
@@ -272,6 +273,7 @@ class NotifierChannel:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             detail = str(last) if last else "failed"
+            self.failed_messages += 1
             self.undeliverable += len(events)
             log.error(
                 "notification undeliverable after retries",

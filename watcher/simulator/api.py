@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import anyio
 
 from watcher.core.statuses import TRIGGER_STATUSES
-from watcher.simulator.http_server import Request, Response, json_response
+from watcher.http_server import Request, Response, json_response
 from watcher.simulator.world import Fault, World
 
 __all__ = ["SimulatorApi", "TriggerLimiter"]

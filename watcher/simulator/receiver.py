@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import anyio
 
-from watcher.simulator.http_server import HttpServer, Request, Response, json_response
+from watcher.http_server import HttpServer, Request, Response, json_response
 
 __all__ = ["Received", "WebhookReceiver"]
 

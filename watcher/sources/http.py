@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,11 @@ from watcher.sources.errors import ResponseShapeError, SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.ratelimit import rate_counters, retry_after
 
-__all__ = ["HttpLimits", "StreamRead", "Upstream", "build_client"]
+__all__ = ["HttpLimits", "RequestObserver", "StreamRead", "Upstream", "build_client"]
+
+RequestObserver = Callable[[str, str, float], None]
+"""Called after each request with (upstream, outcome, seconds); the outcome is the
+HTTP status code, ``timeout`` or ``error`` (no response)."""
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -150,6 +155,22 @@ class Upstream:
         self.limits = limits
         self._epoch = epoch
         self.responses: dict[int, int] = {}
+        self.observer: RequestObserver | None = None
+
+    @contextmanager
+    def _measured(self) -> Iterator[list[str]]:
+        """Time a request; the caller sets ``outcome[0]`` to what it got."""
+        outcome = ["error"]
+        started = time.perf_counter()
+        try:
+            yield outcome
+        except (TimeoutError, httpx.TimeoutException):
+            if outcome[0] == "error":
+                outcome[0] = "timeout"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(self.name, outcome[0], time.perf_counter() - started)
 
     def _observe(self, response: httpx.Response) -> None:
         self.responses[response.status_code] = self.responses.get(response.status_code, 0) + 1
@@ -173,8 +194,9 @@ class Upstream:
         await ticket.spend()
         async with self.gate.limiter:
             try:
-                with anyio.fail_after(self.limits.total_timeout):
+                with self._measured() as outcome, anyio.fail_after(self.limits.total_timeout):
                     async with self.client.stream("GET", path, params=params) as response:
+                        outcome[0] = str(response.status_code)
                         self._observe(response)
                         if response.status_code != 200:
                             raise await self._fail(response, what)
@@ -214,7 +236,7 @@ class Upstream:
         )
         async with self.gate.limiter:
             try:
-                with anyio.fail_after(self.limits.stream_timeout):
+                with self._measured() as outcome, anyio.fail_after(self.limits.stream_timeout):
                     async with self.client.stream(
                         "GET",
                         path,
@@ -222,6 +244,7 @@ class Upstream:
                         headers={"accept": "text/event-stream"},
                         timeout=timeout,
                     ) as response:
+                        outcome[0] = str(response.status_code)
                         self._observe(response)
                         if response.status_code != 200:
                             raise await self._fail(response, what)

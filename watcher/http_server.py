@@ -1,9 +1,12 @@
 """A small HTTP/1.1 server on anyio sockets and h11's state machine.
 
-The simulator and the webhook receiver need to misbehave on purpose: close a
-connection mid-body, drip bytes slowly, hang, stream server-sent events. A full
-framework hides exactly those controls; h11 (the sans-I/O protocol library
-under httpx) gives them for a few dozen lines.
+Three users: the daemon's own endpoints (health, metrics, the watch API), the
+simulator and the webhook receiver. The last two must misbehave on purpose:
+close a connection mid-body, drip bytes slowly, hang, stream server-sent
+events. A full framework hides exactly those controls, and would bring a second
+event-loop runtime into the daemon; h11 (the sans-I/O protocol library under
+httpx, already installed) gives them for a few dozen lines. Every connection
+has an idle timeout and every request body a size cap.
 """
 
 from __future__ import annotations
@@ -66,16 +69,25 @@ Handler = Callable[[Request], Awaitable[Response]]
 class HttpServer:
     """Serve ``handler`` on a loopback port until the surrounding task group is cancelled."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_body: int = _MAX_BODY,
+    ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
+        self.max_body = max_body
         self.requests = 0
 
     @property
     def url(self) -> str:
         """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, and serve forever."""
@@ -94,6 +106,9 @@ class HttpServer:
                     if request is None:
                         return
                     self.requests += 1
+                    if isinstance(request, Response):
+                        await self._send(stream, conn, request)
+                        return
                     response = await self.handler(request)
                     keep = await self._send(stream, conn, response)
                     if (
@@ -111,7 +126,10 @@ class HttpServer:
             ):
                 return
 
-    async def _read_request(self, stream: SocketStream, conn: h11.Connection) -> Request | None:
+    async def _read_request(
+        self, stream: SocketStream, conn: h11.Connection
+    ) -> Request | Response | None:
+        """The next request; a 413 response when its body is over ``max_body``."""
         head: h11.Request | None = None
         body = bytearray()
         while True:
@@ -129,8 +147,12 @@ class HttpServer:
                 head = event
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > _MAX_BODY:
-                    return None
+                if len(body) > self.max_body:
+                    return json_response(
+                        413,
+                        b'{"error": "request body larger than %d bytes"}' % self.max_body,
+                        [("connection", "close")],
+                    )
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
                 target = head.target.decode("latin-1")

@@ -1,0 +1,210 @@
+"""Commands that talk to a running daemon over its HTTP endpoints.
+
+``status``, ``watch ls|add|rm``, ``reload`` and ``health``. The daemon's address
+comes from ``--url``, else ``$WATCHER_URL``, else ``$WATCHER_HTTP_LISTEN`` or the
+config file's ``http.listen`` (a wildcard address is reached on loopback); the
+token from ``$WATCHER_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from watcher.cli.main import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from watcher.config.operations import split_listen
+
+__all__ = [
+    "RemoteError",
+    "base_url",
+    "health",
+    "reload",
+    "status",
+    "watch_add",
+    "watch_ls",
+    "watch_rm",
+]
+
+_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class RemoteError(Exception):
+    """The daemon could not be asked, or said no; ``str()`` is for the user."""
+
+
+def base_url(url: str | None, listen: Callable[[], str | None]) -> str:
+    """The daemon's base URL; ``listen`` reads ``http.listen`` from the config, if any."""
+    url = url or os.environ.get("WATCHER_URL")
+    if url:
+        return url.rstrip("/")
+    address = os.environ.get("WATCHER_HTTP_LISTEN") or listen()
+    if not address:
+        raise RemoteError(
+            "the daemon's HTTP endpoints are off: set http.listen in the config, "
+            "or give --url (or WATCHER_URL)"
+        )
+    host, port = split_listen(address)
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if host != "::" else "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _headers() -> dict[str, str]:
+    token = os.environ.get("WATCHER_API_TOKEN", "").strip()
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _call(method: str, url: str, body: object | None = None) -> Any:
+    try:
+        with httpx.Client(timeout=_TIMEOUT, trust_env=False) as client:
+            response = client.request(method, url, json=body, headers=_headers())
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"cannot reach the daemon at {url}: {exc}") from None
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.status_code >= 400:
+        problems = payload.get("problems") if isinstance(payload, dict) else None
+        text = "; ".join(problems) if problems else (payload or response.text)
+        raise RemoteError(f"{method} {url}: HTTP {response.status_code}: {text}")
+    return payload
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%SZ")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _print_watches(watches: Sequence[dict[str, Any]]) -> None:
+    rows = [["WATCH", "NAME", "ORIGIN", "STATE", "DETAIL", "LAST OK", "POLLS", "ERRORS"]]
+    for w in watches:
+        rows.append(
+            [
+                str(w["key"]),
+                str(w.get("name") or "-"),
+                str(w.get("origin", "config")),
+                str(w["state"]),
+                str(w.get("detail") or ""),
+                _when(w.get("last_ok_at")),
+                str(w.get("polls", 0)),
+                str(w.get("errors", 0)),
+            ]
+        )
+    print(_table(rows))
+    for w in watches:
+        if w.get("state") == "error" and w.get("problem"):
+            print(f"error: {w['key']}: {w['problem']}")
+
+
+def status(url: str) -> int:
+    """Print the running daemon's watches; exit 1 if any cannot see upstream."""
+    watches = _call("GET", f"{url}/watches")["watches"]
+    if not watches:
+        print("no watches")
+        return EXIT_OK
+    _print_watches(watches)
+    return EXIT_FAILED if any(w["state"] == "error" for w in watches) else EXIT_OK
+
+
+def watch_ls(url: str, as_json: bool) -> int:
+    """List the watches (``--json``: as the daemon returns them)."""
+    watches = _call("GET", f"{url}/watches")["watches"]
+    if as_json:
+        print(json.dumps(watches, indent=2))
+    elif watches:
+        _print_watches(watches)
+    else:
+        print("no watches")
+    return EXIT_OK
+
+
+def watch_add(
+    url: str,
+    kind: str,
+    ident: str | None,
+    *,
+    name: str | None,
+    labels: Sequence[str],
+    expire_after: str | None,
+    extra: str | None,
+) -> int:
+    """``POST /watches``: the entry from the options, ``--json`` merged in."""
+    entry: dict[str, Any] = {"type": kind}
+    if ident:
+        entry["id"] = ident
+    if name:
+        entry["name"] = name
+    if labels:
+        pairs = [label.partition("=") for label in labels]
+        bad = [label for label, (_, sep, _) in zip(labels, pairs, strict=True) if not sep]
+        if bad:
+            print(f"run-watcher: --label {bad[0]!r}: use NAME=VALUE", file=sys.stderr)
+            return EXIT_CONFIG
+        entry["labels"] = {k: v for k, _, v in pairs}
+    if expire_after:
+        entry["expire_after"] = expire_after
+    if extra:
+        try:
+            more = json.loads(extra)
+        except ValueError as exc:
+            print(f"run-watcher: --json: not JSON: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if not isinstance(more, dict):
+            print("run-watcher: --json: must be an object", file=sys.stderr)
+            return EXIT_CONFIG
+        entry.update(more)
+    answer = _call("POST", f"{url}/watches", entry)
+    verb = "added" if answer["created"] else "updated"
+    watch = answer["watch"]
+    expires = watch.get("expires_at")
+    print(f"{verb} {watch['key']}" + (f" (expires {_when(expires)})" if expires else ""))
+    return EXIT_OK
+
+
+def watch_rm(url: str, kind: str, ident: str) -> int:
+    """``DELETE /watches/{type}/{id}``."""
+    answer = _call("DELETE", f"{url}/watches/{kind}/{ident}")
+    print(f"removed {answer['removed']}")
+    return EXIT_OK
+
+
+def reload(url: str) -> int:
+    """``POST /-/reload``: as SIGHUP, but with the answer."""
+    answer = _call("POST", f"{url}/-/reload")
+    print(f"reloaded: {answer['watches']} watches in the config file")
+    return EXIT_OK
+
+
+def health(url: str, ready: bool) -> int:
+    """Exit 0 when ``/healthz`` (``--ready``: ``/readyz``) says so; for HEALTHCHECK and probes."""
+    path = "/readyz" if ready else "/healthz"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(5.0), trust_env=False) as client:
+            response = client.get(f"{url}{path}")
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: cannot reach {url}{path}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if response.status_code != 200:
+        print(
+            f"unhealthy: {path} answered {response.status_code}: {response.text}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    print(f"ok: {path}")
+    return EXIT_OK

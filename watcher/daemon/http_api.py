@@ -1,0 +1,275 @@
+"""The daemon's HTTP endpoints: probes, metrics, the watch list and the watch API.
+
+=======================================  =========================================
+``GET /healthz``                         200 while the event loop answers
+``GET /readyz``                          200 once every watch was polled once and
+                                         notifiers are configured; else 503 + why
+``GET /metrics``                         Prometheus text format
+``GET /watches``                         the watches and where each stands (JSON)
+``POST /watches``                        add a watch: a config entry as JSON, plus
+                                         optional ``expire_after``
+``DELETE /watches/{type}/{id}``          remove a watch added through the API
+``POST /-/reload``                       re-read the config file (as SIGHUP)
+=======================================  =========================================
+
+``/watches`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
+when a token is set; without one they answer only on a loopback address.
+Probes and metrics are open (they show no ids beyond counts and notifier names
+in private form).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import TypeAdapter, ValidationError
+
+from watcher.config.loader import explain_errors
+from watcher.config.model import WatchConfig
+from watcher.core.diff import group_state
+from watcher.core.durations import parse_duration
+from watcher.core.snapshots import GroupSnapshot
+from watcher.core.watch import DiscoveryState, WatchState, describe
+from watcher.daemon.metrics import CONTENT_TYPE, watch_state
+from watcher.http_server import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from watcher.daemon.app import Daemon
+
+__all__ = ["MAX_REQUEST_BODY", "ControlApi", "WatchRejected", "parse_watch_request"]
+
+log = structlog.get_logger("watcher.http")
+
+MAX_REQUEST_BODY = 64 * 1024
+
+_WATCH: TypeAdapter[WatchConfig] = TypeAdapter(WatchConfig)
+
+
+class WatchRejected(Exception):
+    """A watch request that cannot be applied; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.status = status
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """A validated ``POST /watches`` body."""
+
+    watch: WatchConfig
+    expire_after: float | None
+    entry: dict[str, Any]
+    """The entry as sent, minus ``expire_after`` (what the state file keeps)."""
+
+
+def parse_watch_request(body: bytes, max_expire_after: float) -> WatchRequest:
+    """Validate a ``POST /watches`` body exactly as a config entry, plus ``expire_after``."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise WatchRejected(400, [f"body is not JSON: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise WatchRejected(400, ["body must be a JSON object: a watches entry of the config"])
+    expire_after: float | None = None
+    if "expire_after" in data:
+        raw = data.pop("expire_after")
+        try:
+            expire_after = parse_duration(raw) if raw is not None else None
+        except (ValueError, TypeError) as exc:
+            raise WatchRejected(422, [f"expire_after: {exc}"]) from None
+        if expire_after is not None and not 0 < expire_after <= max_expire_after:
+            raise WatchRejected(
+                422,
+                [f"expire_after: must be above 0 and at most {max_expire_after:g}s"],
+            )
+    try:
+        watch = _WATCH.validate_python(data)
+    except ValidationError as exc:
+        raise WatchRejected(422, explain_errors(exc)) from None
+    return WatchRequest(watch, expire_after, data)
+
+
+def _json(status: int, payload: object) -> Response:
+    return json_response(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _problem(status: int, *problems: str) -> Response:
+    return _json(status, {"error": problems[0], "problems": list(problems)})
+
+
+Route = Callable[[Request], Awaitable[Response]]
+
+
+class ControlApi:
+    """Answers the endpoints for one daemon."""
+
+    def __init__(self, daemon: Daemon, *, token: str | None, loopback: bool) -> None:
+        self.daemon = daemon
+        self._token = token.encode() if token else None
+        self._open = loopback and token is None
+        self.watch_api = daemon.config.http.watch_api
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        """The response to one request; never raises."""
+        try:
+            return await self._route(request)
+        except Exception:
+            log.exception("internal error answering", method=request.method, path=request.path)
+            return _problem(500, "internal error; see the daemon's log")
+
+    async def _route(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        method = request.method
+        simple: dict[str, Route] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+        }
+        if path in simple:
+            if method not in ("GET", "HEAD"):
+                return _problem(405, f"{method} not allowed on {path}: use GET")
+            return await simple[path](request)
+        if path == "/watches" or path.startswith("/watches/") or path == "/-/reload":
+            if denied := self._authorize(request):
+                return denied
+            if path == "/watches":
+                if method == "GET":
+                    return self._list()
+                if method == "POST":
+                    return await self._add(request)
+                return _problem(405, f"{method} not allowed on /watches: use GET or POST")
+            if path == "/-/reload":
+                if method != "POST":
+                    return _problem(405, "use POST /-/reload")
+                return await self._reload()
+            if method != "DELETE":
+                return _problem(405, f"{method} not allowed on {path}: use DELETE")
+            return await self._delete(path)
+        return _problem(404, f"no endpoint {path}")
+
+    def _authorize(self, request: Request) -> Response | None:
+        if self._token is None:
+            if self._open:
+                return None
+            return _problem(
+                403,
+                "the watch API is off: the daemon listens beyond loopback and "
+                "WATCHER_API_TOKEN is not set",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._token
+        ):
+            return Response(
+                401,
+                [("content-type", "application/json"), ("www-authenticate", "Bearer")],
+                b'{"error":"missing or wrong bearer token (WATCHER_API_TOKEN)"}',
+            )
+        return None
+
+    # -- probes and metrics -------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        return _json(200, {"status": "ok", "uptime": round(self.daemon.uptime(), 3)})
+
+    async def _readyz(self, request: Request) -> Response:
+        reasons = self.daemon.not_ready()
+        if reasons:
+            return _json(503, {"ready": False, "reasons": reasons})
+        return _json(200, {"ready": True})
+
+    async def _metrics(self, request: Request) -> Response:
+        metrics = self.daemon.metrics
+        if metrics is None:  # pragma: no cover - the server starts with the metrics
+            return _problem(503, "metrics not ready")
+        return Response(200, [("content-type", CONTENT_TYPE)], metrics.render())
+
+    # -- watches --------------------------------------------------------------------------
+
+    def _list(self) -> Response:
+        return _json(200, {"watches": self.daemon.watch_views()})
+
+    async def _add(self, request: Request) -> Response:
+        if not self.watch_api:
+            return _problem(403, "the watch API is off (http.watch_api: false)")
+        try:
+            parsed = parse_watch_request(request.body, self.daemon.config.http.max_expire_after)
+            created, view = await self.daemon.add_api_watch(parsed)
+        except WatchRejected as exc:
+            return _problem(exc.status, *exc.problems)
+        return _json(201 if created else 200, {"created": created, "watch": view})
+
+    async def _delete(self, path: str) -> Response:
+        if not self.watch_api:
+            return _problem(403, "the watch API is off (http.watch_api: false)")
+        parts = path.split("/")
+        if len(parts) != 4 or not parts[2] or not parts[3]:
+            return _problem(404, "use DELETE /watches/{type}/{id}")
+        key = f"{parts[2]}:{parts[3]}"
+        try:
+            await self.daemon.remove_api_watch(key)
+        except WatchRejected as exc:
+            return _problem(exc.status, *exc.problems)
+        return _json(200, {"removed": key})
+
+    async def _reload(self) -> Response:
+        if await self.daemon.reload_from_file():
+            return _json(200, {"reloaded": True, "watches": len(self.daemon.config.watches)})
+        return _problem(422, "reload refused; the running configuration stays (see the log)")
+
+
+def _status(state: WatchState | DiscoveryState) -> str | None:
+    snap = state.snapshot if isinstance(state, WatchState) else None
+    if isinstance(snap, GroupSnapshot):
+        return group_state(snap)
+    return snap.status if snap is not None else None
+
+
+def watch_view(daemon: Daemon, key: str) -> dict[str, Any] | None:
+    """One watch as ``/watches`` shows it."""
+    watcher = daemon.watcher
+    rt = watcher.registry.get(key) if watcher is not None else None
+    if rt is None or watcher is None:
+        return None
+    now, wall = daemon.clock.now(), daemon.clock.wall().timestamp()
+
+    def unix(moment: float | None) -> float | None:
+        return None if moment is None else round(wall - (now - moment), 3)
+
+    state = rt.state
+    api = daemon.api_watches.get(key)
+    problem = state.health.last_problem
+    view: dict[str, Any] = {
+        "key": rt.key,
+        "type": rt.ref.type.value,
+        "id": rt.ref.id,
+        "name": rt.ref.name,
+        "labels": dict(rt.ref.labels),
+        "origin": "api" if api is not None else "config",
+        "state": watch_state(rt),
+        "detail": (
+            f"{len(state.seen)} runs seen, {len(rt.children)} followed"
+            if isinstance(state, DiscoveryState)
+            else describe(state)
+        ),
+        "status": _status(state),
+        "problem": problem.message if problem is not None else None,
+        "polls": rt.polls,
+        "errors": rt.errors,
+        "interval": round(state.schedule.interval, 3),
+        "last_poll_at": unix(rt.last_poll_at),
+        "last_ok_at": unix(rt.last_ok_at),
+        "expires_at": api.expires_at if api is not None else None,
+    }
+    if isinstance(state, WatchState) and isinstance(state.snapshot, GroupSnapshot):
+        view["counts"] = dict(state.snapshot.counts)
+    return view

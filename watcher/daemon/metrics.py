@@ -1,0 +1,217 @@
+"""Prometheus metrics, through ``prometheus-client`` and a registry of the daemon's own.
+
+Two kinds: counters and histograms fed as things happen (requests, polls,
+events), and values read at scrape time from the objects that already keep them
+(watches by state, notifier counters and queues, the state file), so the hot
+paths pay nothing for them. Notifiers appear by their private name
+(``slack://T000/B.../X...``): tokens never reach a label.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from watcher import __version__
+from watcher.core.events import Event
+from watcher.daemon.runtime import Kind, WatchRuntime
+
+if TYPE_CHECKING:
+    from watcher.daemon.app import Daemon
+
+__all__ = ["CONTENT_TYPE", "Metrics", "watch_state"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def watch_state(rt: WatchRuntime) -> str:
+    """``pending`` (not seen yet), ``ok``, ``error`` (cannot see, reported) or ``finished``."""
+    if rt.finished_at is not None:
+        return "finished"
+    health = rt.state.health
+    if health.reported is not None:
+        return "error"
+    if rt.last_ok_at is None:
+        return "pending"
+    return "ok"
+
+
+class Metrics:
+    """The daemon's metrics; :meth:`render` is the ``/metrics`` body."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "run_watcher_upstream_requests",
+            "Requests to the upstream APIs, by source and HTTP status code (timeout, error: no response).",
+            ["source", "code"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "run_watcher_upstream_request_duration_seconds",
+            "Time for one upstream request, body included.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.polls = Counter(
+            "run_watcher_polls",
+            "Polls of watches, by source and outcome (ok, or the problem kind).",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.poll_seconds = Histogram(
+            "run_watcher_poll_duration_seconds",
+            "Time for one poll of a watch: its requests and the diff.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "run_watcher_events",
+            "Events detected, by kind and severity.",
+            ["kind", "severity"],
+            registry=self.registry,
+        )
+        self.registry.register(_DaemonCollector(daemon))
+
+    def request(self, source: str, code: str, seconds: float) -> None:
+        """One upstream request finished (an :data:`~watcher.sources.http.RequestObserver`)."""
+        self.requests.labels(source, code).inc()
+        self.request_seconds.labels(source).observe(seconds)
+
+    def poll(self, rt: WatchRuntime, seconds: float) -> None:
+        """One poll finished."""
+        last = rt.state.health.last_problem
+        outcome = "ok" if rt.state.health.healthy or last is None else last.kind.value
+        self.polls.labels(rt.source.value, outcome).inc()
+        self.poll_seconds.labels(rt.source.value).observe(seconds)
+
+    def published(self, events: Sequence[Event]) -> None:
+        """Events went to the dispatcher."""
+        for (kind, severity), n in Tally((e.kind.value, e.severity.value) for e in events).items():
+            self.events.labels(kind, severity).inc(n)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+class _DaemonCollector(Collector):
+    """Values read from the daemon at scrape time."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.daemon
+        info = GaugeMetricFamily(
+            "run_watcher_build_info", "Version of run-watcher; always 1.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "run_watcher_ready", "1 once every watch was polled once.", value=int(d.ready.is_set())
+        )
+        yield CounterMetricFamily(
+            "run_watcher_reloads", "Configuration reloads applied.", value=d.reloads
+        )
+        yield GaugeMetricFamily(
+            "run_watcher_start_time_seconds", "Unix time the daemon started.", value=d.started_at
+        )
+        yield from self._watches()
+        yield from self._notifiers()
+        durability = GaugeMetricFamily(
+            "run_watcher_state_file_healthy",
+            "1 while the state file takes writes; 0 when durability is lost; absent without one.",
+        )
+        if d.durability.enabled:
+            durability.add_metric([], int(d.durability.healthy))
+        yield durability
+        yield CounterMetricFamily(
+            "run_watcher_events_silenced",
+            "Events a silence held back.",
+            value=d.dispatcher.silenced,
+        )
+        yield CounterMetricFamily(
+            "run_watcher_events_unrouted",
+            "Events that reached no notifier.",
+            value=d.dispatcher.unrouted,
+        )
+
+    def _watches(self) -> Iterator[Metric]:
+        watcher = self.daemon.watcher
+        states = GaugeMetricFamily(
+            "run_watcher_watches",
+            "Watches (and runs discovered by trigger_runs) by source, kind and state.",
+            labels=["source", "kind", "state"],
+        )
+        last_ok = GaugeMetricFamily(
+            "run_watcher_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll, by source.",
+            labels=["source"],
+        )
+        queued = GaugeMetricFamily(
+            "run_watcher_polls_due",
+            "Polls due now and waiting for a worker or the rate budget, by source.",
+            labels=["source"],
+        )
+        if watcher is not None:
+            tally = Tally(
+                (rt.source.value, rt.kind.value, watch_state(rt))
+                for rt in watcher.registry.values()
+            )
+            for source in watcher.schedulers:
+                for kind in Kind:
+                    for state in ("pending", "ok", "error", "finished"):
+                        states.add_metric(
+                            [source.value, kind.value, state],
+                            tally.get((source.value, kind.value, state), 0),
+                        )
+            for source, stamp in watcher.last_ok_wall.items():
+                last_ok.add_metric([source.value], stamp)
+            for source, scheduler in watcher.schedulers.items():
+                queued.add_metric([source.value], scheduler.backlog())
+        yield states
+        yield last_ok
+        yield queued
+
+    def _notifiers(self) -> Iterator[Metric]:
+        notifications = CounterMetricFamily(
+            "run_watcher_notifications",
+            "Notification messages by notifier and result: sent; retried (an attempt failed, "
+            "another follows); failed (given up after retries).",
+            labels=["notifier", "result"],
+        )
+        events = CounterMetricFamily(
+            "run_watcher_notification_events",
+            "Events by notifier and fate: sent; undeliverable (retries exhausted); dropped "
+            "(backlog full).",
+            labels=["notifier", "result"],
+        )
+        queue = GaugeMetricFamily(
+            "run_watcher_notification_queue",
+            "Events waiting for a notifier (grouping, rate limit, retries).",
+            labels=["notifier"],
+        )
+        for ch in self.daemon.channels:
+            notifications.add_metric([ch.name, "sent"], ch.sent_messages)
+            notifications.add_metric([ch.name, "retried"], ch.failed_attempts - ch.failed_messages)
+            notifications.add_metric([ch.name, "failed"], ch.failed_messages)
+            events.add_metric([ch.name, "sent"], ch.sent_events)
+            events.add_metric([ch.name, "undeliverable"], ch.undeliverable)
+            events.add_metric([ch.name, "dropped"], ch.dropped)
+            queue.add_metric([ch.name], ch.queued() + len(ch.inflight))
+        yield notifications
+        yield events
+        yield queue
