@@ -117,6 +117,14 @@ async def test_run_under_a_fake_systemd_and_drive_it_from_the_cli(tmp_path: Path
                 ready_check = await cli(env, "health", "--ready")
                 removed = await cli(env, "watch", "rm", "trigger_run", "run_two")
                 listed = await cli(env, "watch", "ls")
+                silenced = await cli(
+                    env, "silence", "add", "--match", "severity=failure,warning",
+                    "--match", "labels.team=web", "--for", "30m", "--comment", "deploy",
+                )  # fmt: skip
+                silences = await cli(env, "silence", "ls")
+                ident = silenced[1].split()[1]
+                lifted = await cli(env, "silence", "rm", ident)
+                bad_match = await cli(env, "silence", "add", "--match", "colour=red")
                 reloaded = await cli(env, "reload")
                 reload_begin = await manager.until("RELOADING")
                 await manager.until("READY")
@@ -144,6 +152,14 @@ async def test_run_under_a_fake_systemd_and_drive_it_from_the_cli(tmp_path: Path
     assert ready_check == (0, "ok: /readyz\n")
     assert removed == (0, "removed trigger_run:run_two\n")
     assert "run_two" not in listed[1]
+    assert silenced[0] == 0
+    assert ident.startswith("sil_")
+    assert ident in silences[1]
+    assert '{"severity":["failure","warning"],"labels.team":"web"}' in silences[1]
+    assert "deploy" in silences[1]
+    assert lifted == (0, f"removed {ident}\n")
+    assert bad_match[0] == 1
+    assert "colour" in bad_match[1]
     assert reloaded == (0, "reloaded: 1 watches in the config file\n")
     assert int(reload_begin["MONOTONIC_USEC"]) > 0
     assert stopping["STOPPING"] == "1"

@@ -460,3 +460,90 @@ async def _wait_count(receiver: WebhookReceiver, count: int) -> list[dict[str, A
     with anyio.fail_after(20):
         await receiver.wait_until(lambda got: sum(len(r.events) for r in got) >= count)
     return receiver.events()
+
+
+# -- silences at run time --------------------------------------------------------------------
+
+
+async def test_silences_added_at_run_time_hold_back_events_persist_and_end(
+    tmp_path: Path,
+) -> None:
+    world = World()
+    for run_id in ("run_web", "run_data", "run_late"):
+        world.add_trigger_run(run_id, "t", "EXECUTING")
+    watches = [
+        {"type": "trigger_run", "id": "run_web", "labels": {"team": "web"}},
+        {"type": "trigger_run", "id": "run_data", "labels": {"team": "data"}},
+        {"type": "trigger_run", "id": "run_late", "labels": {"team": "web"}},
+    ]
+    state = tmp_path / "state.db"
+    common: dict[str, Any] = {
+        "world": world,
+        "http": LOCAL,
+        "settings": settings(world),
+        "state_file": str(state),
+    }
+    # Long enough to outlive a restart on a loaded machine, short enough to watch it end.
+    body = {"match": {"labels.team": "web"}, "duration": "8s", "comment": "deploying web"}
+    async with (
+        running(watches, **common) as env,
+        httpx.AsyncClient(base_url=api_url(env.daemon), headers=auth()) as client,
+    ):
+        no_end = await client.post("/silences", json={"match": {"severity": "failure"}})
+        bad_field = await client.post(
+            "/silences", json={"match": {"colour": "red"}, "duration": "1h"}
+        )
+        added = await client.post("/silences", json=body)
+        ident = added.json()["silence"]["id"]
+        listed = (await client.get("/silences")).json()["silences"]
+        world.set_trigger_run("run_web", "FAILED", "silenced")
+        world.set_trigger_run("run_data", "FAILED", "not silenced")
+        await env.wait_until(lambda evs: any(e["subject_id"] == "run_data" for e in evs))
+        await anyio.sleep(0.5)
+        parsed = samples((await client.get("/metrics")).text)
+    assert no_end.status_code == 422
+    assert "must end" in no_end.json()["error"]
+    assert bad_field.status_code == 422
+    assert added.status_code == 201
+    assert ident.startswith("sil_")
+    assert [(s["id"], s["origin"], s["active"]) for s in listed] == [(ident, "api", True)]
+    assert [e["subject_id"] for e in env.receiver.events()] == ["run_data"]
+    assert total(parsed, "run_watcher_events_silenced_total") == 1
+    # After a restart the silence still holds, until it ends on its own.
+    async with (
+        running(watches, **common) as env,
+        httpx.AsyncClient(base_url=api_url(env.daemon), headers=auth()) as client,
+    ):
+        kept = [s["id"] for s in (await client.get("/silences")).json()["silences"]]
+        with anyio.fail_after(20):
+            while env.daemon.api_silences:  # noqa: ASYNC110 - observing the expiry
+                await anyio.sleep(0.1)
+        world.set_trigger_run("run_late", "FAILED", "after the silence")
+        await env.wait_until(lambda evs: any(e["subject_id"] == "run_late" for e in evs))
+        again = await client.post("/silences", json=body)
+        second = again.json()["silence"]["id"]
+        lifted = await client.delete(f"/silences/{second}")
+        missing = await client.delete(f"/silences/{second}")
+    assert kept == [ident]
+    assert lifted.status_code == 200
+    assert missing.status_code == 404
+
+
+async def test_watch_api_false_leaves_reads_and_turns_off_changes() -> None:
+    world = World()
+    async with (
+        running(
+            [],
+            world=world,
+            http={"listen": "127.0.0.1:0", "watch_api": False},
+            settings=settings(world),
+        ) as env,
+        httpx.AsyncClient(base_url=api_url(env.daemon), headers=auth()) as client,
+    ):
+        listing = await client.get("/watches")
+        add = await client.post("/watches", json={"type": "trigger_run", "id": "run_x"})
+        silence = await client.post("/silences", json={"match": {}, "duration": "1h"})
+        reload = await client.post("/-/reload")
+    assert listing.status_code == 200
+    assert [add.status_code, silence.status_code, reload.status_code] == [403, 403, 403]
+    assert "http.watch_api: false" in add.json()["error"]

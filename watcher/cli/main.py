@@ -47,6 +47,16 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """An action of a command that talks to the running daemon."""
+    parser = actions.add_parser(name, help=help_text, description=help_text)
+    _common(parser, top=False)
+    _url(parser)
+    return parser
+
+
 def _url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
@@ -103,17 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     remote("status", "show the running daemon's watches (exit 1 if any cannot see upstream)")
     watch = command("watch", "list, add or remove watches of the running daemon (its HTTP API)")
     watch_sub = watch.add_subparsers(dest="watch_command", metavar="ACTION", required=True)
-    ls = watch_sub.add_parser("ls", help="list the watches")
-    _common(ls, top=False)
-    _url(ls)
+    ls = _action(watch_sub, "ls", "list the watches")
     ls.add_argument("--json", action="store_true", help="print the JSON the daemon returns")
-    add = watch_sub.add_parser(
-        "add",
-        help="watch a run or group now (POST /watches)",
-        description="Add a watch to the running daemon, as a config entry would.",
-    )
-    _common(add, top=False)
-    _url(add)
+    add = _action(watch_sub, "add", "watch a run or group now, as a config entry would")
     add.add_argument(
         "type",
         choices=["parallel_task_group", "parallel_task_run", "trigger_run", "trigger_runs"],
@@ -129,11 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--json", dest="extra", metavar="OBJECT", help="more keys of the entry, as JSON"
     )
-    rm = watch_sub.add_parser("rm", help="stop a watch added through the API")
-    _common(rm, top=False)
-    _url(rm)
+    rm = _action(watch_sub, "rm", "stop a watch added through the API")
     rm.add_argument("type")
     rm.add_argument("id")
+    silence = command("silence", "list, add or lift silences of the running daemon")
+    silence_sub = silence.add_subparsers(dest="silence_command", metavar="ACTION", required=True)
+    _action(silence_sub, "ls", "list the silences (file and API)")
+    s_add = _action(silence_sub, "add", "hold back matching events for a while")
+    s_add.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="FIELD=VALUE[,VALUE]",
+        help="as in routes (kind, severity, source, watch.name, labels.x, ...); repeatable",
+    )
+    ends = s_add.add_mutually_exclusive_group()
+    ends.add_argument("--for", dest="duration", metavar="DURATION", help="default 1h")
+    ends.add_argument("--until", metavar="TIME", help="ISO 8601 with a time zone")
+    s_add.add_argument("--comment", help="why (shown in the log and in silence ls)")
+    s_rm = _action(silence_sub, "rm", "lift a silence added through the API")
+    s_rm.add_argument("id")
     remote("reload", "make the running daemon re-read its config file (as SIGHUP)")
     health = remote("health", "exit 0 if the running daemon answers /healthz (for HEALTHCHECK)")
     health.add_argument("--ready", action="store_true", help="ask /readyz instead")
@@ -198,6 +215,14 @@ def _remote(args: argparse.Namespace) -> int:
                 return remote.reload(url)
             case "health":
                 return remote.health(url, args.ready)
+            case "silence":
+                if args.silence_command == "ls":
+                    return remote.silence_ls(url)
+                if args.silence_command == "add":
+                    return remote.silence_add(
+                        url, args.match, args.duration, args.until, args.comment
+                    )
+                return remote.silence_rm(url, args.id)
         match args.watch_command:
             case "ls":
                 return remote.watch_ls(url, args.json)
@@ -246,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(shtab.complete(build_parser(), shell=args.shell))
                 return EXIT_OK
-            case "status" | "watch" | "reload" | "health":
+            case "status" | "watch" | "reload" | "health" | "silence":
                 return _remote(args)
         config, settings, path = _load(args)
         from watcher.cli import commands

@@ -208,3 +208,55 @@ def health(url: str, ready: bool) -> int:
         return EXIT_FAILED
     print(f"ok: {path}")
     return EXIT_OK
+
+
+def silence_ls(url: str) -> int:
+    """The silences, from the file and the API."""
+    silences = _call("GET", f"{url}/silences")["silences"]
+    if not silences:
+        print("no silences")
+        return EXIT_OK
+    rows = [["ID", "ORIGIN", "ACTIVE", "ENDS", "MATCH", "COMMENT"]]
+    for s in silences:
+        rows.append(
+            [
+                str(s["id"]),
+                str(s["origin"]),
+                "yes" if s["active"] else "no",
+                str(s.get("ends_at") or "-"),
+                json.dumps(s["match"], separators=(",", ":")),
+                str(s.get("comment") or ""),
+            ]
+        )
+    print(_table(rows))
+    return EXIT_OK
+
+
+def silence_add(
+    url: str, matches: Sequence[str], duration: str | None, until: str | None, comment: str | None
+) -> int:
+    """``POST /silences``: ``--match field=value[,value]`` (repeatable), for a time."""
+    match: dict[str, Any] = {}
+    for item in matches:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"run-watcher: --match {item!r}: use FIELD=VALUE[,VALUE...]", file=sys.stderr)
+            return EXIT_CONFIG
+        values = value.split(",")
+        match[key] = values if len(values) > 1 else value
+    entry: dict[str, Any] = {"match": match}
+    if until:
+        entry["ends_at"] = until
+    else:
+        entry["duration"] = duration or "1h"
+    if comment:
+        entry["comment"] = comment
+    silence = _call("POST", f"{url}/silences", entry)["silence"]
+    print(f"added {silence['id']} until {silence['ends_at']}")
+    return EXIT_OK
+
+
+def silence_rm(url: str, ident: str) -> int:
+    """``DELETE /silences/{id}``."""
+    print(f"removed {_call('DELETE', f'{url}/silences/{ident}')['removed']}")
+    return EXIT_OK

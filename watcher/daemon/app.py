@@ -40,6 +40,8 @@ from watcher.core.events import Event, EventKind
 from watcher.core.sharding import Shard
 from watcher.core.statuses import Severity
 from watcher.core.watch import DiscoveryState, describe
+from watcher.daemon.api_errors import Rejected
+from watcher.daemon.api_silences import ApiSilence, restore_api_silences
 from watcher.daemon.api_watches import ApiWatch, expired, next_expiry, restore_api_watches
 from watcher.daemon.build import (
     build_channels,
@@ -52,7 +54,6 @@ from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import (
     MAX_REQUEST_BODY,
     ControlApi,
-    WatchRejected,
     WatchRequest,
     watch_view,
 )
@@ -136,6 +137,7 @@ class Daemon:
         self.metrics = Metrics(self) if config.http.listen else None
         self.http: HttpServer | None = None
         self.api_watches: dict[str, ApiWatch] = {}
+        self.api_silences: dict[str, ApiSilence] = {}
         self._expiry_changed = anyio.Event()
         self.started_at = self.clock.wall().timestamp()
         self._started = self.clock.now()
@@ -302,6 +304,8 @@ class Daemon:
             for watch in watcher.mine(self.config.watches):
                 watcher.add(watch)
             self._restore_api_watches(watcher, stored)
+            self.api_silences = restore_api_silences(stored.api_silences, self.clock.wall())
+            self._install_silences()
             await self._restore(watcher, stored)
             if not watcher.registry:
                 watcher.first_pass.set()
@@ -446,11 +450,11 @@ class Daemon:
         """Add (or update) a watch from ``POST /watches``; (created, its view)."""
         watcher = self.watcher
         if watcher is None:
-            raise WatchRejected(503, ["the daemon is starting"])
+            raise Rejected(503, ["the daemon is starting"])
         watch = request.watch
         key = watch.ref().key
         if any(w.ref().key == key for w in self.config.watches):
-            raise WatchRejected(409, [f"{key} is in the config file; change it there"])
+            raise Rejected(409, [f"{key} is in the config file; change it there"])
         client = watcher.parallel if watch.ref().source.value == "parallel" else watcher.trigger
         if client is None:
             variable = (
@@ -458,10 +462,10 @@ class Daemon:
                 if watch.ref().source.value == "parallel"
                 else "TRIGGER_SECRET_KEY"
             )
-            raise WatchRejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
+            raise Rejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
         created = key not in self.api_watches
         if created and len(self.api_watches) >= self.config.http.max_api_watches:
-            raise WatchRejected(
+            raise Rejected(
                 409, [f"http.max_api_watches ({self.config.http.max_api_watches}) reached"]
             )
         expires_at = (
@@ -485,10 +489,8 @@ class Daemon:
         """Stop a watch the API added (``DELETE /watches/{type}/{id}``, or expiry)."""
         if key not in self.api_watches:
             if any(w.ref().key == key for w in self.config.watches):
-                raise WatchRejected(
-                    409, [f"{key} is in the config file: remove it there, then reload"]
-                )
-            raise WatchRejected(404, [f"no watch {key} was added through the API"])
+                raise Rejected(409, [f"{key} is in the config file: remove it there, then reload"])
+            raise Rejected(404, [f"no watch {key} was added through the API"])
         del self.api_watches[key]
         writes = self.watcher.remove(key) if self.watcher is not None else []
         for write in writes:
@@ -498,15 +500,76 @@ class Daemon:
         log.info(f"watch {reason}; polling stops", watch=key)
 
     async def _expirer(self) -> None:
+        """Remove API watches and silences when their time is up."""
         while True:
             self._expiry_changed = anyio.Event()
-            now = self.clock.wall().timestamp()
-            for key in expired(self.api_watches, now):
+            now = self.clock.wall()
+            for key in expired(self.api_watches, now.timestamp()):
                 await self.remove_api_watch(key, reason="expired (expire_after)")
-            due = next_expiry(self.api_watches)
-            wait = math.inf if due is None else max(0.05, due - now)
+            for ident in [i for i, s in self.api_silences.items() if s.ends_at <= now]:
+                await self.remove_api_silence(ident, reason="ended")
+            times = [s.ends_at.timestamp() for s in self.api_silences.values()]
+            if (due := next_expiry(self.api_watches)) is not None:
+                times.append(due)
+            wait = max(0.05, min(times) - now.timestamp()) if times else math.inf
             with anyio.move_on_after(min(wait, 3600.0)):
                 await self._expiry_changed.wait()
+
+    # -- silences from the API -------------------------------------------------------------
+
+    def _install_silences(self, config: WatcherConfig | None = None) -> None:
+        cfg = config or self.config
+        self.dispatcher.silences = (
+            *(s.silence(i) for i, s in enumerate(cfg.silences)),
+            *(a.silence() for a in self.api_silences.values()),
+        )
+
+    def silence_views(self) -> list[dict[str, object]]:
+        """Every silence, from the file and the API, for ``GET /silences``."""
+        now = self.clock.wall()
+        views: list[dict[str, object]] = []
+        for index, cfg in enumerate(self.config.silences):
+            silence = cfg.silence(index)
+            views.append(
+                {
+                    "id": silence.id,
+                    "origin": "config",
+                    "match": cfg.match,
+                    "starts_at": cfg.starts_at.isoformat() if cfg.starts_at else None,
+                    "ends_at": cfg.ends_at.isoformat() if cfg.ends_at else None,
+                    "comment": cfg.comment,
+                    "active": silence.active(now),
+                }
+            )
+        views += [a.view(now) for a in self.api_silences.values()]
+        return views
+
+    async def add_api_silence(self, silence: ApiSilence) -> None:
+        """Hold back matching events until the silence ends (``POST /silences``)."""
+        self.api_silences[silence.id] = silence
+        self._install_silences()
+        await self.durability.api_silence(silence.id, silence.entry)
+        self._expiry_changed.set()
+        log.info(
+            "silence added through the API",
+            silence=silence.id,
+            match=silence.entry["match"],
+            ends_at=silence.entry["ends_at"],
+            comment=silence.config.comment,
+        )
+
+    async def remove_api_silence(
+        self, ident: str, *, reason: str = "removed through the API"
+    ) -> None:
+        """Lift a silence the API added."""
+        if ident not in self.api_silences:
+            if any(v["id"] == ident for v in self.silence_views()):
+                raise Rejected(409, [f"silence {ident} is in the config file"])
+            raise Rejected(404, [f"no silence {ident} was added through the API"])
+        del self.api_silences[ident]
+        self._install_silences()
+        await self.durability.api_silence(ident, None)
+        log.info(f"silence {reason}", silence=ident)
 
     def _report_leftovers(self, timed_out: bool) -> None:
         leftovers = self.dispatcher.undelivered
@@ -565,6 +628,7 @@ class Daemon:
             [s.silence(i) for i, s in enumerate(config.silences)],
             channels,
         )
+        self._install_silences(config)
         self.channels = list(channels)
         writes: list[WatchWrite] = []
         if self.watcher is not None:

@@ -106,10 +106,19 @@ class Durability:
         self, key: str, config: dict[str, Any] | None, expires_at: float | None = None
     ) -> bool:
         """Keep (or forget) a watch added through the API. False when not written."""
-        if self.store is None or self.store.db_open is False:
+        return await self._put(
+            self.store.put_api_watch if self.store else None, key, config, expires_at
+        )
+
+    async def api_silence(self, ident: str, config: dict[str, Any] | None) -> bool:
+        """Keep (or forget) a silence added through the API. False when not written."""
+        return await self._put(self.store.put_api_silence if self.store else None, ident, config)
+
+    async def _put(self, fn: Any, *args: Any) -> bool:
+        if self.store is None or fn is None or self.store.db_open is False:
             return False
         try:
-            await self.store.call(self.store.put_api_watch, key, config, expires_at)
+            await self.store.call(fn, *args)
         except StateError as exc:
             self._failed(exc)
             return False

@@ -9,10 +9,14 @@
 ``POST /watches``                        add a watch: a config entry as JSON, plus
                                          optional ``expire_after``
 ``DELETE /watches/{type}/{id}``          remove a watch added through the API
+``GET /silences``                        the silences, from the file and the API
+``POST /silences``                       add a silence: a config entry as JSON, with
+                                         ``ends_at`` or ``duration``
+``DELETE /silences/{id}``                remove a silence added through the API
 ``POST /-/reload``                       re-read the config file (as SIGHUP)
 =======================================  =========================================
 
-``/watches`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
+``/watches``, ``/silences`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
 when a token is set; without one they answer only on a loopback address.
 Probes and metrics are open (they show no ids beyond counts and notifier names
 in private form).
@@ -35,28 +39,21 @@ from watcher.core.diff import group_state
 from watcher.core.durations import parse_duration
 from watcher.core.snapshots import GroupSnapshot
 from watcher.core.watch import DiscoveryState, WatchState, describe
+from watcher.daemon.api_errors import Rejected, json_object
+from watcher.daemon.api_silences import parse_silence_request
 from watcher.daemon.metrics import CONTENT_TYPE, watch_state
 from watcher.http_server import Request, Response, json_response
 
 if TYPE_CHECKING:
     from watcher.daemon.app import Daemon
 
-__all__ = ["MAX_REQUEST_BODY", "ControlApi", "WatchRejected", "parse_watch_request"]
+__all__ = ["MAX_REQUEST_BODY", "ControlApi", "WatchRequest", "parse_watch_request"]
 
 log = structlog.get_logger("watcher.http")
 
 MAX_REQUEST_BODY = 64 * 1024
 
 _WATCH: TypeAdapter[WatchConfig] = TypeAdapter(WatchConfig)
-
-
-class WatchRejected(Exception):
-    """A watch request that cannot be applied; ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.status = status
-        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,28 +68,23 @@ class WatchRequest:
 
 def parse_watch_request(body: bytes, max_expire_after: float) -> WatchRequest:
     """Validate a ``POST /watches`` body exactly as a config entry, plus ``expire_after``."""
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise WatchRejected(400, [f"body is not JSON: {exc}"]) from None
-    if not isinstance(data, dict):
-        raise WatchRejected(400, ["body must be a JSON object: a watches entry of the config"])
+    data = json_object(body, "a watches entry of the config")
     expire_after: float | None = None
     if "expire_after" in data:
         raw = data.pop("expire_after")
         try:
             expire_after = parse_duration(raw) if raw is not None else None
         except (ValueError, TypeError) as exc:
-            raise WatchRejected(422, [f"expire_after: {exc}"]) from None
+            raise Rejected(422, [f"expire_after: {exc}"]) from None
         if expire_after is not None and not 0 < expire_after <= max_expire_after:
-            raise WatchRejected(
+            raise Rejected(
                 422,
                 [f"expire_after: must be above 0 and at most {max_expire_after:g}s"],
             )
     try:
         watch = _WATCH.validate_python(data)
     except ValidationError as exc:
-        raise WatchRejected(422, explain_errors(exc)) from None
+        raise Rejected(422, explain_errors(exc)) from None
     return WatchRequest(watch, expire_after, data)
 
 
@@ -138,6 +130,10 @@ class ControlApi:
             if method not in ("GET", "HEAD"):
                 return _problem(405, f"{method} not allowed on {path}: use GET")
             return await simple[path](request)
+        if path == "/silences" or path.startswith("/silences/"):
+            if denied := self._authorize(request):
+                return denied
+            return await self._silences(request, path)
         if path == "/watches" or path.startswith("/watches/") or path == "/-/reload":
             if denied := self._authorize(request):
                 return denied
@@ -150,6 +146,8 @@ class ControlApi:
             if path == "/-/reload":
                 if method != "POST":
                     return _problem(405, "use POST /-/reload")
+                if not self.watch_api:
+                    return _problem(403, "the control API is off (http.watch_api: false)")
                 return await self._reload()
             if method != "DELETE":
                 return _problem(405, f"{method} not allowed on {path}: use DELETE")
@@ -200,26 +198,56 @@ class ControlApi:
 
     async def _add(self, request: Request) -> Response:
         if not self.watch_api:
-            return _problem(403, "the watch API is off (http.watch_api: false)")
+            return _problem(403, "the control API is off (http.watch_api: false)")
         try:
             parsed = parse_watch_request(request.body, self.daemon.config.http.max_expire_after)
             created, view = await self.daemon.add_api_watch(parsed)
-        except WatchRejected as exc:
+        except Rejected as exc:
             return _problem(exc.status, *exc.problems)
         return _json(201 if created else 200, {"created": created, "watch": view})
 
     async def _delete(self, path: str) -> Response:
         if not self.watch_api:
-            return _problem(403, "the watch API is off (http.watch_api: false)")
+            return _problem(403, "the control API is off (http.watch_api: false)")
         parts = path.split("/")
         if len(parts) != 4 or not parts[2] or not parts[3]:
             return _problem(404, "use DELETE /watches/{type}/{id}")
         key = f"{parts[2]}:{parts[3]}"
         try:
             await self.daemon.remove_api_watch(key)
-        except WatchRejected as exc:
+        except Rejected as exc:
             return _problem(exc.status, *exc.problems)
         return _json(200, {"removed": key})
+
+    # -- silences -------------------------------------------------------------------------
+
+    async def _silences(self, request: Request, path: str) -> Response:
+        method = request.method
+        if path == "/silences" and method == "GET":
+            return _json(200, {"silences": self.daemon.silence_views()})
+        if not self.watch_api:
+            return _problem(403, "the control API is off (http.watch_api: false)")
+        if path == "/silences":
+            if method != "POST":
+                return _problem(405, f"{method} not allowed on /silences: use GET or POST")
+            try:
+                silence = parse_silence_request(
+                    request.body,
+                    self.daemon.clock.wall(),
+                    self.daemon.config.http.max_expire_after,
+                )
+            except Rejected as exc:
+                return _problem(exc.status, *exc.problems)
+            await self.daemon.add_api_silence(silence)
+            return _json(201, {"silence": silence.view(self.daemon.clock.wall())})
+        if method != "DELETE":
+            return _problem(405, f"{method} not allowed on {path}: use DELETE")
+        ident = path.removeprefix("/silences/")
+        try:
+            await self.daemon.remove_api_silence(ident)
+        except Rejected as exc:
+            return _problem(exc.status, *exc.problems)
+        return _json(200, {"removed": ident})
 
     async def _reload(self) -> Response:
         if await self.daemon.reload_from_file():

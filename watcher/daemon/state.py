@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (event_id, notifier)
 );
 CREATE TABLE IF NOT EXISTS conditions (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_silences (id TEXT PRIMARY KEY, config TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_watches (
     key TEXT PRIMARY KEY,
     config TEXT NOT NULL,
@@ -91,6 +92,8 @@ class Stored:
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_watches: dict[str, tuple[dict[str, Any], float | None]] = field(default_factory=dict)
     """Watches added through the HTTP API: their config entry and expiry (Unix time)."""
+    api_silences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Silences added through the HTTP API, as entries of ``silences``."""
 
 
 def _create_private(path: Path) -> None:
@@ -180,6 +183,8 @@ class StateStore:
                 "SELECT key, config, expires_at FROM api_watches"
             ):
                 stored.api_watches[key] = (json.loads(config), expires_at)
+            for ident, config in self.db.execute("SELECT id, config FROM api_silences"):
+                stored.api_silences[ident] = json.loads(config)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the state file: {exc}") from None
         return stored
@@ -258,6 +263,19 @@ class StateStore:
                 self.db.execute(
                     "INSERT OR REPLACE INTO api_watches (key, config, expires_at) VALUES (?, ?, ?)",
                     (key, json.dumps(config, separators=(",", ":")), expires_at),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def put_api_silence(self, ident: str, config: dict[str, Any] | None) -> None:
+        """Keep (or, with ``config=None``, forget) a silence added through the API."""
+        try:
+            if config is None:
+                self.db.execute("DELETE FROM api_silences WHERE id = ?", (ident,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO api_silences (id, config) VALUES (?, ?)",
+                    (ident, json.dumps(config, separators=(",", ":"))),
                 )
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
