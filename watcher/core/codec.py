@@ -9,6 +9,8 @@ watch is polled at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -145,13 +147,24 @@ def watch_state_to_dict(state: WatchState) -> dict[str, Any]:
     }
 
 
-def watch_state_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> WatchState:
-    """A state read back from :func:`watch_state_to_dict`, scheduled to poll at once."""
+@contextmanager
+def _reading(data: dict[str, Any], kind: str) -> Iterator[None]:
+    """Check the stored version and kind; turn a damaged record into a :class:`CodecError`."""
     try:
-        if data.get("v") != VERSION or data.get("kind") != "watch":
+        if data.get("v") != VERSION or data.get("kind") != kind:
             raise CodecError(
                 f"stored state version {data.get('v')!r}/{data.get('kind')!r} not understood"
             )
+        yield
+    except CodecError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CodecError(f"stored {kind} state is damaged: {type(exc).__name__}: {exc}") from None
+
+
+def watch_state_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> WatchState:
+    """A state read back from :func:`watch_state_to_dict`, scheduled to poll at once."""
+    with _reading(data, "watch"):
         since = data.get("status_since")
         return WatchState(
             schedule=initial_state(policy),
@@ -164,10 +177,6 @@ def watch_state_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> Watch
             status_since=datetime.fromisoformat(since) if since else None,
             stuck_reported=bool(data.get("stuck_reported", False)),
         )
-    except CodecError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CodecError(f"stored watch state is damaged: {type(exc).__name__}: {exc}") from None
 
 
 def discovery_to_dict(state: DiscoveryState) -> dict[str, Any]:
@@ -183,20 +192,10 @@ def discovery_to_dict(state: DiscoveryState) -> dict[str, Any]:
 
 def discovery_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> DiscoveryState:
     """A discovery state read back from :func:`discovery_to_dict`."""
-    try:
-        if data.get("v") != VERSION or data.get("kind") != "discovery":
-            raise CodecError(
-                f"stored state version {data.get('v')!r}/{data.get('kind')!r} not understood"
-            )
+    with _reading(data, "discovery"):
         return DiscoveryState(
             schedule=initial_state(policy),
             health=_health_from_dict(data.get("health") or {}),
             seen=frozenset(str(x) for x in data.get("seen") or ()),
             baseline_done=bool(data.get("baseline_done", False)),
         )
-    except CodecError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CodecError(
-            f"stored discovery state is damaged: {type(exc).__name__}: {exc}"
-        ) from None
