@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 
 from watcher.cli.main import EXIT_FAILED, EXIT_OK
+from watcher.cli.table import table
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.core.statuses import Severity
@@ -40,20 +41,13 @@ def check_config(config: WatcherConfig, settings: Settings, args: argparse.Names
     return EXIT_OK
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
 def once(config: WatcherConfig, settings: Settings) -> int:
     """Poll every watch once, print a table, exit 1 if any watch errored."""
     daemon = Daemon(config, settings, channels=[])
     rows = anyio.run(daemon.once)
-    table = [["WATCH", "NAME", "STATE", "DETAIL"]]
-    table += [[r.key, r.name, r.state, r.detail] for r in rows]
-    print(_table(table))
+    lines = [["WATCH", "NAME", "STATE", "DETAIL"]]
+    lines += [[r.key, r.name, r.state, r.detail] for r in rows]
+    print(table(lines))
     failed = [r for r in rows if r.state == "error"]
     for row in failed:
         print(f"error: {row.key}: {row.problem}")

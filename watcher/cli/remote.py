@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from watcher.cli.main import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from watcher.cli.table import table
 from watcher.config.operations import split_listen
 
 __all__ = [
@@ -50,8 +51,8 @@ def base_url(url: str | None, listen: Callable[[], str | None]) -> str:
             "or give --url (or WATCHER_URL)"
         )
     host, port = split_listen(address)
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1" if host != "::" else "::1"
+    # A wildcard address is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
@@ -85,13 +86,6 @@ def _when(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%H:%M:%SZ")
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
 def _print_watches(watches: Sequence[dict[str, Any]]) -> None:
     rows = [["WATCH", "NAME", "ORIGIN", "STATE", "DETAIL", "LAST OK", "POLLS", "ERRORS"]]
     for w in watches:
@@ -107,7 +101,7 @@ def _print_watches(watches: Sequence[dict[str, Any]]) -> None:
                 str(w.get("errors", 0)),
             ]
         )
-    print(_table(rows))
+    print(table(rows))
     for w in watches:
         if w.get("state") == "error" and w.get("problem"):
             print(f"error: {w['key']}: {w['problem']}")
@@ -228,7 +222,7 @@ def silence_ls(url: str) -> int:
                 str(s.get("comment") or ""),
             ]
         )
-    print(_table(rows))
+    print(table(rows))
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Watches added at run time through the HTTP API: what is kept, restored and expired."""
+"""Watches added at run time through the HTTP API: validated, kept, restored and expired."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ from pydantic import TypeAdapter, ValidationError
 
 from watcher.config.loader import explain_errors
 from watcher.config.model import WatchConfig
+from watcher.core.durations import parse_duration
+from watcher.daemon.api_errors import Rejected, json_object
 
-__all__ = ["ApiWatch", "expired", "next_expiry", "restore_api_watches"]
+__all__ = [
+    "ApiWatch",
+    "WatchRequest",
+    "expired",
+    "next_expiry",
+    "parse_watch_request",
+    "restore_api_watches",
+]
 
 log = structlog.get_logger("watcher.api")
 
@@ -26,6 +35,38 @@ class ApiWatch:
     watch: WatchConfig
     entry: dict[str, Any]
     expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """A validated ``POST /watches`` body."""
+
+    watch: WatchConfig
+    expire_after: float | None
+    entry: dict[str, Any]
+    """The entry as sent, minus ``expire_after`` (what the state file keeps)."""
+
+
+def parse_watch_request(body: bytes, max_expire_after: float) -> WatchRequest:
+    """Validate a ``POST /watches`` body exactly as a config entry, plus ``expire_after``."""
+    data = json_object(body, "a watches entry of the config")
+    expire_after: float | None = None
+    if "expire_after" in data:
+        raw = data.pop("expire_after")
+        try:
+            expire_after = parse_duration(raw) if raw is not None else None
+        except (ValueError, TypeError) as exc:
+            raise Rejected(422, [f"expire_after: {exc}"]) from None
+        if expire_after is not None and not 0 < expire_after <= max_expire_after:
+            raise Rejected(
+                422,
+                [f"expire_after: must be above 0 and at most {max_expire_after:g}s"],
+            )
+    try:
+        watch = _WATCH.validate_python(data)
+    except ValidationError as exc:
+        raise Rejected(422, explain_errors(exc)) from None
+    return WatchRequest(watch, expire_after, data)
 
 
 def expired(watches: Mapping[str, ApiWatch], now: float) -> list[str]:

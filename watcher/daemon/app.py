@@ -38,11 +38,18 @@ from watcher.config.operations import is_loopback
 from watcher.config.settings import Settings
 from watcher.core.events import Event, EventKind
 from watcher.core.sharding import Shard
-from watcher.core.statuses import Severity
+from watcher.core.silences import Silence
+from watcher.core.statuses import Severity, Source
 from watcher.core.watch import DiscoveryState, describe
 from watcher.daemon.api_errors import Rejected
 from watcher.daemon.api_silences import ApiSilence, restore_api_silences
-from watcher.daemon.api_watches import ApiWatch, expired, next_expiry, restore_api_watches
+from watcher.daemon.api_watches import (
+    ApiWatch,
+    WatchRequest,
+    expired,
+    next_expiry,
+    restore_api_watches,
+)
 from watcher.daemon.build import (
     build_channels,
     build_gates,
@@ -54,7 +61,6 @@ from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import (
     MAX_REQUEST_BODY,
     ControlApi,
-    WatchRequest,
     watch_view,
 )
 from watcher.daemon.logging import SCRUBBER
@@ -421,7 +427,7 @@ class Daemon:
         if self._stop.is_set():
             reasons.append("shutting down")
         if not self.ready.is_set():
-            pending = len(self.watcher._unpolled) if self.watcher is not None else 0
+            pending = self.watcher.unpolled if self.watcher is not None else 0
             reasons.append(f"not every watch polled once yet ({pending} pending)")
         if not self.channels:
             reasons.append("no notifiers configured")
@@ -437,7 +443,7 @@ class Daemon:
     # -- the watch API ---------------------------------------------------------------------
 
     def _restore_api_watches(self, watcher: Watcher, stored: Stored) -> None:
-        configured = {w.ref().key for w in self.config.watches}
+        configured = self._file_keys()
         for key, api in restore_api_watches(stored.api_watches).items():
             if key in configured or key in watcher.registry:
                 continue
@@ -453,15 +459,11 @@ class Daemon:
             raise Rejected(503, ["the daemon is starting"])
         watch = request.watch
         key = watch.ref().key
-        if any(w.ref().key == key for w in self.config.watches):
+        if key in self._file_keys():
             raise Rejected(409, [f"{key} is in the config file; change it there"])
-        client = watcher.parallel if watch.ref().source.value == "parallel" else watcher.trigger
-        if client is None:
-            variable = (
-                "PARALLEL_API_KEY"
-                if watch.ref().source.value == "parallel"
-                else "TRIGGER_SECRET_KEY"
-            )
+        source = watch.ref().source
+        if not watcher.can_poll(source):
+            variable = "PARALLEL_API_KEY" if source is Source.PARALLEL else "TRIGGER_SECRET_KEY"
             raise Rejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
         created = key not in self.api_watches
         if created and len(self.api_watches) >= self.config.http.max_api_watches:
@@ -488,7 +490,7 @@ class Daemon:
     async def remove_api_watch(self, key: str, *, reason: str = "removed through the API") -> None:
         """Stop a watch the API added (``DELETE /watches/{type}/{id}``, or expiry)."""
         if key not in self.api_watches:
-            if any(w.ref().key == key for w in self.config.watches):
+            if key in self._file_keys():
                 raise Rejected(409, [f"{key} is in the config file: remove it there, then reload"])
             raise Rejected(404, [f"no watch {key} was added through the API"])
         del self.api_watches[key]
@@ -517,12 +519,19 @@ class Daemon:
 
     # -- silences from the API -------------------------------------------------------------
 
-    def _install_silences(self, config: WatcherConfig | None = None) -> None:
-        cfg = config or self.config
-        self.dispatcher.silences = (
-            *(s.silence(i) for i, s in enumerate(cfg.silences)),
+    def _silences(self, config: WatcherConfig) -> list[Silence]:
+        """The file's silences and the API's."""
+        return [
+            *(s.silence(i) for i, s in enumerate(config.silences)),
             *(a.silence() for a in self.api_silences.values()),
-        )
+        ]
+
+    def _install_silences(self) -> None:
+        self.dispatcher.silences = tuple(self._silences(self.config))
+
+    def _file_keys(self) -> set[str]:
+        """The keys of the watches in the config file."""
+        return {w.ref().key for w in self.config.watches}
 
     def silence_views(self) -> list[dict[str, object]]:
         """Every silence, from the file and the API, for ``GET /silences``."""
@@ -563,7 +572,7 @@ class Daemon:
     ) -> None:
         """Lift a silence the API added."""
         if ident not in self.api_silences:
-            if any(v["id"] == ident for v in self.silence_views()):
+            if any(s.silence(i).id == ident for i, s in enumerate(self.config.silences)):
                 raise Rejected(409, [f"silence {ident} is in the config file"])
             raise Rejected(404, [f"no silence {ident} was added through the API"])
         del self.api_silences[ident]
@@ -624,11 +633,8 @@ class Daemon:
             log.warning("the http or shard section changed: restart to apply it")
         self._wire(channels)
         self.dispatcher.configure(
-            build_routes(config.routes, config.notifications),
-            [s.silence(i) for i, s in enumerate(config.silences)],
-            channels,
+            build_routes(config.routes, config.notifications), self._silences(config), channels
         )
-        self._install_silences(config)
         self.channels = list(channels)
         writes: list[WatchWrite] = []
         if self.watcher is not None:

@@ -7,7 +7,7 @@ and says so again when writes succeed once more.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -106,19 +106,18 @@ class Durability:
         self, key: str, config: dict[str, Any] | None, expires_at: float | None = None
     ) -> bool:
         """Keep (or forget) a watch added through the API. False when not written."""
-        return await self._put(
-            self.store.put_api_watch if self.store else None, key, config, expires_at
-        )
+        return await self._put(lambda store: store.put_api_watch(key, config, expires_at))
 
     async def api_silence(self, ident: str, config: dict[str, Any] | None) -> bool:
         """Keep (or forget) a silence added through the API. False when not written."""
-        return await self._put(self.store.put_api_silence if self.store else None, ident, config)
+        return await self._put(lambda store: store.put_api_silence(ident, config))
 
-    async def _put(self, fn: Any, *args: Any) -> bool:
-        if self.store is None or fn is None or self.store.db_open is False:
+    async def _put(self, write: Callable[[StateStore], None]) -> bool:
+        store = self.store
+        if store is None or store.db_open is False:
             return False
         try:
-            await self.store.call(fn, *args)
+            await store.call(write, store)
         except StateError as exc:
             self._failed(exc)
             return False

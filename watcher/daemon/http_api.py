@@ -27,65 +27,27 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pydantic import TypeAdapter, ValidationError
 
-from watcher.config.loader import explain_errors
-from watcher.config.model import WatchConfig
 from watcher.core.diff import group_state
-from watcher.core.durations import parse_duration
 from watcher.core.snapshots import GroupSnapshot
 from watcher.core.watch import DiscoveryState, WatchState, describe
-from watcher.daemon.api_errors import Rejected, json_object
+from watcher.daemon.api_errors import Rejected
 from watcher.daemon.api_silences import parse_silence_request
+from watcher.daemon.api_watches import parse_watch_request
 from watcher.daemon.metrics import CONTENT_TYPE, watch_state
 from watcher.http_server import Request, Response, json_response
 
 if TYPE_CHECKING:
     from watcher.daemon.app import Daemon
 
-__all__ = ["MAX_REQUEST_BODY", "ControlApi", "WatchRequest", "parse_watch_request"]
+__all__ = ["MAX_REQUEST_BODY", "ControlApi", "watch_view"]
 
 log = structlog.get_logger("watcher.http")
 
 MAX_REQUEST_BODY = 64 * 1024
-
-_WATCH: TypeAdapter[WatchConfig] = TypeAdapter(WatchConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class WatchRequest:
-    """A validated ``POST /watches`` body."""
-
-    watch: WatchConfig
-    expire_after: float | None
-    entry: dict[str, Any]
-    """The entry as sent, minus ``expire_after`` (what the state file keeps)."""
-
-
-def parse_watch_request(body: bytes, max_expire_after: float) -> WatchRequest:
-    """Validate a ``POST /watches`` body exactly as a config entry, plus ``expire_after``."""
-    data = json_object(body, "a watches entry of the config")
-    expire_after: float | None = None
-    if "expire_after" in data:
-        raw = data.pop("expire_after")
-        try:
-            expire_after = parse_duration(raw) if raw is not None else None
-        except (ValueError, TypeError) as exc:
-            raise Rejected(422, [f"expire_after: {exc}"]) from None
-        if expire_after is not None and not 0 < expire_after <= max_expire_after:
-            raise Rejected(
-                422,
-                [f"expire_after: must be above 0 and at most {max_expire_after:g}s"],
-            )
-    try:
-        watch = _WATCH.validate_python(data)
-    except ValidationError as exc:
-        raise Rejected(422, explain_errors(exc)) from None
-    return WatchRequest(watch, expire_after, data)
 
 
 def _json(status: int, payload: object) -> Response:

@@ -145,6 +145,15 @@ class Watcher:
 
     # -- registry -----------------------------------------------------------------------
 
+    @property
+    def unpolled(self) -> int:
+        """Watches not polled once yet (the first pass waits for them)."""
+        return len(self._unpolled)
+
+    def can_poll(self, source: Source) -> bool:
+        """Whether this upstream has a client (its key was set at start)."""
+        return (self.parallel if source is Source.PARALLEL else self.trigger) is not None
+
     def mine(self, watches: Sequence[WatchConfig]) -> list[WatchConfig]:
         """The watches this shard polls. ``trigger_runs`` watches list on every shard;
         the runs they discover are sharded one by one."""
@@ -211,8 +220,7 @@ class Watcher:
             writes += self.remove(key)
         for key, watch in wanted.items():
             if key not in self.registry:
-                client = self.parallel if watch.ref().source is Source.PARALLEL else self.trigger
-                if client is None:
+                if not self.can_poll(watch.ref().source):
                     log.warning(
                         "watch of an upstream not in use at start: restart to add it", watch=key
                     )
