@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit e2e clean
+.PHONY: demo test lint typecheck unit e2e bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "run-watcher needs Python >= 3.11; set PYTHON=python3.11 or newer")'
@@ -34,6 +34,14 @@ unit: $(VENV)/.installed-test
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/pytest tests/e2e
+
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	@touch $@ $(VENV)/.installed-run $(VENV)/.installed-test
+
+# Every benchmark against the simulator; writes docs/BENCHMARKS.md (about 10 minutes).
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench
 
 test: lint typecheck
 	$(BIN)/pytest

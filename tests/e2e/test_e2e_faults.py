@@ -136,7 +136,9 @@ async def test_group_counts_still_flow_when_the_runs_stream_is_missing() -> None
     def group(world: World) -> None:
         world.add_group("tgrp_x", 3, status="running")
 
-    async with running([{"type": "parallel_task_group", "id": "tgrp_x"}], setup=group) as env:
+    # The runs stream is polling's path: the group's event stream is tested in test_streams.
+    watch = {"type": "parallel_task_group", "id": "tgrp_x", "mode": "poll"}
+    async with running([watch], setup=group) as env:
         env.world.add_fault(Fault(match="/tasks/groups/tgrp_x/runs", status=404))
         (failed,) = env.world.progress_group("tgrp_x", 1, "failed", "boom")
         events = await env.wait_until(
@@ -219,7 +221,8 @@ async def test_a_runs_stream_broken_mid_event_resumes_from_the_cursor() -> None:
     def group(world: World) -> None:
         world.add_group("tgrp_b", 6, status="running")
 
-    async with running([{"type": "parallel_task_group", "id": "tgrp_b"}], setup=group) as env:
+    watch = {"type": "parallel_task_group", "id": "tgrp_b", "mode": "poll"}
+    async with running([watch], setup=group) as env:
         env.world.add_fault(
             Fault(match="/tasks/groups/tgrp_b/runs", kind="break_stream", after=2, times=1)
         )

@@ -390,6 +390,32 @@ async def test_sd_notify_ready_after_the_first_pass_watchdog_reload_stopping(
     assert any("STOPPING=1" in m for m in stopping)
 
 
+async def test_a_slow_first_pass_extends_the_start_timeout_and_shows_progress(
+    tmp_path: Path,
+) -> None:
+    world = World()
+    for i in range(4):
+        world.add_trigger_run(f"run_{i}", "t", "EXECUTING")
+    path = tmp_path / "notify.sock"
+    async with manager_socket(path) as sock:
+        notifier = SystemdNotifier(str(path), watchdog=0.2)
+        # Two polls a second after one: the budget paces the first pass over ~2 s.
+        async with running(
+            [{"type": "trigger_run", "id": f"run_{i}"} for i in range(4)],
+            world=world,
+            sources={"trigger": {"requests_per_minute": 120, "burst": 1}},
+            daemon_options={"systemd": notifier},
+        ):
+            before_ready = []
+            while "READY" not in (m := await next_message(sock)):
+                before_ready.append(m)
+        notifier.close()
+    assert before_ready
+    assert all(int(m["EXTEND_TIMEOUT_USEC"]) > 0 for m in before_ready)
+    assert any(m["STATUS"].startswith("first pass: ") for m in before_ready)
+    assert "EXTEND_TIMEOUT_USEC" not in m
+
+
 # -- sharding --------------------------------------------------------------------------------
 
 

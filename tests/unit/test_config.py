@@ -110,6 +110,16 @@ def test_duplicate_watch_and_unknown_route_tag() -> None:
     assert "routes[0]: no notifier has tag 'b'" in msgs[0]
 
 
+def test_heartbeat_and_group_mode_are_checked() -> None:
+    msgs = problems(
+        "notifiers: [{url: 'json://x', tags: [a]}]\nheartbeat: {notify: [deadman], interval: 5m}\n"
+    )
+    assert "heartbeat.notify: no notifier has tag 'deadman'" in msgs[0]
+    msgs = problems("watches:\n  - {type: parallel_task_group, id: g, mode: push}\n")
+    assert "watches[0]" in msgs[0]
+    assert "mode" in msgs[0]
+
+
 def test_route_match_fields_and_values_are_checked() -> None:
     (msg,) = problems(
         "notifiers: [{url: 'json://x', tags: [a]}]\nroutes: [{match: {sevrity: failure}, notify: [a]}]\n"

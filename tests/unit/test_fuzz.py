@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -255,6 +256,10 @@ def test_config_loader_arbitrary_yaml_raises_only_config_errors(doc: Any) -> Non
 def test_config_loader_survives_deep_nesting() -> None:
     _only_config_errors("watches: " + "[" * 5000 + "]" * 5000)
     _only_config_errors("a: &a [*a]\n")
+    # Deep enough to overflow the C stack of libyaml's recursive builder: refused first.
+    for text in ("a: " + "[" * 200_000, "a:\n" + "".join(" " * i + "- \n" for i in range(3000))):
+        with pytest.raises(ConfigError, match="nested too deeply"):
+            parse_config(text, "deep.yaml")
 
 
 # --- diff composes ----------------------------------------------------------------

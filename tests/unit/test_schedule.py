@@ -120,3 +120,24 @@ def test_delays_always_within_policy_bounds(sequence: list[Outcome], seed: int) 
         assert delay is not None
         assert POLICY.min_interval * (1 - POLICY.jitter) <= delay <= POLICY.max_interval
         assert POLICY.min_interval <= state.interval <= POLICY.max_interval
+
+
+def test_a_long_quiet_subject_is_asked_again_in_proportion_to_its_quiet() -> None:
+    policy = SchedulePolicy(min_interval=2.0, max_interval=300.0, jitter=0.0)
+    rng = random.Random(1)
+    state = initial_state(policy)
+    # Quiet for 100 s: half of that, not 2 s x 1.5.
+    state, delay = next_delay(state, Unchanged(quiet_for=100.0), policy, rng)
+    assert delay == 50.0
+    # Quiet for a day: capped at max_interval.
+    _, delay = next_delay(state, Unchanged(quiet_for=86400.0), policy, rng)
+    assert delay == 300.0
+    # Changed moments ago: still min_interval, for linger x min_interval (8 s) ...
+    _, delay = next_delay(initial_state(policy), Unchanged(quiet_for=7.0), policy, rng)
+    assert delay == 2.0
+    # ... then the geometric growth rules.
+    _, delay = next_delay(initial_state(policy), Unchanged(quiet_for=9.0), policy, rng)
+    assert delay == 4.5
+    # A change still resets to min_interval, however long the quiet was.
+    _, delay = next_delay(state, Changed(), policy, rng)
+    assert delay == 2.0

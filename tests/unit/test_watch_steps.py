@@ -63,6 +63,31 @@ def test_an_older_answer_never_steps_backwards() -> None:
     assert step.state.snapshot.status == "EXECUTING"
 
 
+def test_a_run_that_moved_and_came_back_keeps_the_fast_pace() -> None:
+    # EXECUTING -> WAITING -> EXECUTING between two polls: no event, but it is active.
+    state = new_watch_state(POLICY)
+    for minute in range(1, 6):
+        state = step_run(state, trun("EXECUTING", 0), ctx(seconds=minute * 2)).state
+    idle = step_run(state, trun("EXECUTING", 0), ctx(seconds=12))
+    moved = step_run(state, trun("EXECUTING", 1), ctx(seconds=12))
+    assert moved.events == idle.events == ()
+    assert idle.delay is not None
+    assert moved.delay is not None
+    assert moved.delay <= POLICY.min_interval < idle.delay
+    assert moved.state.status_since == idle.state.status_since  # still EXECUTING since then
+
+
+def test_quiet_is_counted_from_the_last_move_not_from_the_status() -> None:
+    # EXECUTING since 09:00, moved at 09:59:58 (a WAITING excursion): not quiet for an hour.
+    state = step_run(new_watch_state(POLICY), trun("EXECUTING", 0), ctx()).state
+    moved = RunSnapshot(Source.TRIGGER, "run_a", "EXECUTING", updated_at="2026-11-22T09:59:58Z")
+    state = step_run(state, moved, ctx(seconds=1)).state
+    step = step_run(state, moved, ctx(seconds=3))
+    assert step.delay is not None
+    assert step.delay <= POLICY.min_interval
+    assert step_run(state, moved, ctx(seconds=600)).state.schedule.interval == POLICY.max_interval
+
+
 def test_delayed_run_sleeps_until_due() -> None:
     due = NOW + timedelta(seconds=45)
     step = step_run(new_watch_state(POLICY), trun("DELAYED", delayed_until=due), ctx())

@@ -90,10 +90,19 @@ class ParallelSourceConfig(_SourceBase):
     """Parallel: API prefix (``/v1``; ``/v1beta`` for the legacy paths), budget, links."""
 
     api_prefix: Literal["/v1", "/v1beta"] = "/v1"
-    requests_per_minute: float = Field(default=600, gt=0)
-    burst: int = Field(default=50, ge=1)
+    # Parallel documents no limit on status reads (only on run creation); stay polite.
+    requests_per_minute: float = Field(default=3000, gt=0)
+    burst: int = Field(default=100, ge=1)
     group_url: str | None = None
     max_stream_events: int = Field(default=10_000, ge=1)
+    max_streams: int = Field(default=20, ge=0, le=1000)
+    """Group event streams held open at once (0: none); the other groups are polled."""
+    events_idle_timeout: PositiveDuration = 120.0
+    """Reconnect an event stream that sent nothing for this long."""
+    events_max_age: PositiveDuration = 3600.0
+    """Reconnect an event stream after this long (Parallel closes them after an hour)."""
+    stream_retry_after: PositiveDuration = 600.0
+    """After a refused stream (or three failures in a row), poll this long before retrying."""
     stream_timeout: PositiveDuration = 60.0
     stream_idle_timeout: PositiveDuration = 5.0
 
@@ -129,6 +138,14 @@ class DeliveryConfig(Strict):
     drain_timeout: Duration = 10.0
 
 
+class HeartbeatConfig(Strict):
+    """A "watcher alive" message on a schedule, for a dead-man's switch."""
+
+    notify: list[str] = Field(min_length=1)
+    """Tags of the notifiers that get it (for example a healthchecks-style ping URL)."""
+    interval: PositiveDuration = 3600.0
+
+
 class WatcherConfig(Strict):
     """The whole configuration file."""
 
@@ -146,6 +163,7 @@ class WatcherConfig(Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    heartbeat: HeartbeatConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> WatcherConfig:
@@ -162,6 +180,11 @@ class WatcherConfig(Strict):
                 raise ValueError(
                     f"routes[{index}]: no notifier has tag {', '.join(map(repr, missing))}"
                 )
+        if self.heartbeat is not None and not set(self.heartbeat.notify) & known:
+            raise ValueError(
+                f"heartbeat.notify: no notifier has tag "
+                f"{', '.join(map(repr, self.heartbeat.notify))}"
+            )
         return self
 
     def sources_used(self) -> set[Source]:

@@ -55,6 +55,10 @@ class ParallelTaskGroupWatch(_SingleWatch):
     """A Parallel task group: its counts, failed runs, finishing."""
 
     type: Literal["parallel_task_group"]
+    mode: Literal["auto", "stream", "poll"] = "auto"
+    """``auto``: hold the group's event stream open while it is active, poll when the
+    stream is refused or keeps failing; ``stream``: the same, and say so loudly when
+    it falls back; ``poll``: never stream."""
 
 
 class _RunWatch(_SingleWatch):

@@ -57,11 +57,17 @@ class EventKind(StrEnum):
     NOTIFIER_FAILED = "notifier.failed"
     STATE_UNAVAILABLE = "state.unavailable"
     STATE_RECOVERED = "state.recovered"
+    WATCHER_HEARTBEAT = "watcher.heartbeat"
 
 
 def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only copy of ``mapping``, so frozen events stay frozen."""
-    return MappingProxyType(dict(mapping or {}))
+    if not mapping:
+        return _EMPTY  # one shared empty mapping: most watches have no labels
+    return MappingProxyType(dict(mapping))
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

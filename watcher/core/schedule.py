@@ -1,7 +1,13 @@
 """Adaptive polling policy: when to look again. Pure; randomness is injected.
 
 - A change resets the interval to ``min_interval``.
-- No change grows it geometrically (``backoff``) up to ``max_interval``.
+- A subject that changed less than ``linger`` x ``min_interval`` ago stays at
+  ``min_interval``: one change is often the first of several (EXECUTING, then
+  a retry, then COMPLETED), and the next one should not wait for a grown interval.
+- After that, no change grows it geometrically (``backoff``) up to ``max_interval``,
+  and to at least ``quiet_ratio`` of the time the subject has been quiet: a run that
+  has not changed for an hour is not asked again in two seconds. When the
+  request budget is short, this is what frees it for the watches that change.
 - Errors back off exponentially with full jitter, never sooner than the
   server asked (``Retry-After`` and friends), capped at ``max_interval``.
 - A terminal run is not polled again; a finished group is parked at
@@ -38,12 +44,16 @@ class SchedulePolicy:
     max_interval: float = 300.0
     backoff: float = 1.5
     jitter: float = 0.1
+    quiet_ratio: float = 0.5
+    linger: float = 4.0
 
     def __post_init__(self) -> None:
         if self.min_interval <= 0 or self.max_interval < self.min_interval:
             raise ValueError("need 0 < min_interval <= max_interval")
         if self.backoff < 1 or not 0 <= self.jitter < 1:
             raise ValueError("need backoff >= 1 and 0 <= jitter < 1")
+        if self.quiet_ratio < 0 or self.linger < 0:
+            raise ValueError("need quiet_ratio >= 0 and linger >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +83,12 @@ class Unchanged:
 
     ``wake_in``: nothing is due before then (a delayed run); sleep until it.
     ``check_by``: look again by then at the latest (a run about to count as stuck).
+    ``quiet_for``: how long the subject has not changed (seconds), if known.
     """
 
     wake_in: float | None = None
     check_by: float | None = None
+    quiet_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +141,12 @@ def next_delay(
         case Changed(wake_in=wake_in, check_by=check_by):
             new = ScheduleState(interval=lo)
             return new, _hinted(_jittered(lo, policy, rng), wake_in, check_by, policy)
-        case Unchanged(wake_in=wake_in, check_by=check_by):
-            interval = min(hi, max(lo, state.interval * policy.backoff))
+        case Unchanged(wake_in=wake_in, check_by=check_by, quiet_for=quiet_for):
+            if quiet_for is not None and quiet_for < policy.linger * lo:
+                interval = lo
+            else:
+                grown = state.interval * policy.backoff
+                interval = min(hi, max(lo, grown, (quiet_for or 0.0) * policy.quiet_ratio))
             new = ScheduleState(interval=interval)
             return new, _hinted(_jittered(interval, policy, rng), wake_in, check_by, policy)
     raise AssertionError(f"unknown outcome {outcome!r}")  # pragma: no cover

@@ -118,7 +118,7 @@ def _recovered(ctx: StepContext, health: HealthState, cleared: ProblemKind | Non
     ]
 
 
-def _is_older(candidate: str | None, current: str | None) -> bool:
+def is_older(candidate: str | None, current: str | None) -> bool:
     """True when ``candidate`` is strictly older than ``current`` (RFC 3339 strings)."""
     if candidate is None or current is None:
         return False
@@ -177,7 +177,7 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
     health, cleared = on_success(state.health)
     events = _recovered(ctx, health, cleared)
     previous = state.snapshot if isinstance(state.snapshot, RunSnapshot) else None
-    if previous is not None and _is_older(snapshot.updated_at, previous.updated_at):
+    if previous is not None and is_older(snapshot.updated_at, previous.updated_at):
         # A late answer from an older replica or cache: never step backwards.
         snapshot = previous
     events += diff_run(
@@ -205,13 +205,20 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
         else:
             # Look again when it would count as stuck, not a max_interval later.
             check_by = left
+    # A run that moved and came back (EXECUTING -> WAITING -> EXECUTING between two
+    # polls) shows the same status but a new ``updated_at``: it is active, keep pace.
+    moved = previous is not None and snapshot.updated_at != previous.updated_at
     outcome: Outcome
     if terminal:
         outcome = Finished()
-    elif changed:
+    elif changed or moved:
         outcome = Changed(wake_in=wake, check_by=check_by)
     else:
-        outcome = Unchanged(wake_in=wake, check_by=check_by)
+        # Quiet since the status was entered, or since the run last moved upstream.
+        quiet = (
+            ctx.observed_at - max(since, _entered_at(snapshot, ctx.observed_at))
+        ).total_seconds()
+        outcome = Unchanged(wake_in=wake, check_by=check_by, quiet_for=quiet)
     schedule, delay = next_delay(state.schedule, outcome, ctx.policy, ctx.rng)
     new = replace(
         state,

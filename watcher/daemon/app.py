@@ -15,6 +15,9 @@ the outbox for the next start).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import math
 import os
 import random
@@ -64,9 +67,11 @@ from watcher.daemon.http_api import (
     watch_view,
 )
 from watcher.daemon.logging import SCRUBBER
+from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
 from watcher.daemon.sdnotify import SystemdNotifier
 from watcher.daemon.state import OutboxRow, StateStore, Stored, WatchWrite
+from watcher.daemon.streams import GroupStreams
 from watcher.daemon.watcher import Watcher
 from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
@@ -75,6 +80,12 @@ from watcher.notify.serialize import condition_from_dict, event_from_dict, event
 from watcher.sources.gate import Ticket
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
+
+
+def _release_free_memory() -> None:
+    """Hand the start-up's freed heap (parsed YAML, validation) back to the OS (glibc)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _hostname() -> str:
@@ -221,13 +232,25 @@ class Daemon:
             workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
             retention=self.config.retention,
             shard=self.shard,
+            persist=self.durability.enabled,
             **({"publish": self._publish} if publish else {}),
         )
+        if upstreams.parallel is not None and self.config.sources.parallel.max_streams > 0:
+            watcher.streams = GroupStreams(
+                watcher,
+                upstreams.parallel,
+                gates[Source.PARALLEL],
+                self.config.sources.parallel,
+                clock=self.clock,
+                rng=self.rng,
+            )
         if self.metrics is not None:
             watcher.on_poll = self.metrics.poll
             for client in (upstreams.parallel, upstreams.trigger):
                 if client is not None:
                     client.upstream.observer = self.metrics.request
+            if upstreams.parallel is not None:
+                upstreams.parallel.events.observer = self.metrics.request
         self.watcher = watcher
         return watcher
 
@@ -323,6 +346,8 @@ class Daemon:
                 if self.systemd.enabled:
                     root.start_soon(self._systemd_loop)
                 root.start_soon(self._expirer)
+                if self.metrics is not None:
+                    root.start_soon(watch_loop_lag, self.metrics.loop_lag.observe)
                 dispatch_scope = anyio.CancelScope()
                 dispatch_done = anyio.Event()
 
@@ -333,6 +358,7 @@ class Daemon:
 
                 root.start_soon(dispatch)
                 root.start_soon(self._sweeper, watcher)
+                root.start_soon(self._heartbeat)
                 log.info(
                     "run-watcher started",
                     version=__version__,
@@ -347,6 +373,8 @@ class Daemon:
                 async with anyio.create_task_group() as polling:
                     for scheduler in watcher.schedulers.values():
                         await polling.start(scheduler.run)
+                    if watcher.streams is not None:
+                        await polling.start(watcher.streams.run)
                     polling.start_soon(self._announce_ready, watcher)
                     task_status.started()
                     await self._stop.wait()
@@ -357,10 +385,50 @@ class Daemon:
                 await dispatch_done.wait()
                 self._report_leftovers(dispatch_scope.cancelled_caught)
                 root.cancel_scope.cancel()
+        gc.unfreeze()
         log.info("run-watcher stopped", events=watcher.events_published)
+
+    async def _heartbeat(self) -> None:
+        """``heartbeat``: a "watcher alive" message every interval, from the first READY.
+
+        Read the config each time: a reload may add, change or remove the section.
+        """
+        await self.ready.wait()
+        beat = 0
+        while True:
+            config = self.config.heartbeat
+            if config is None:
+                await anyio.sleep(60.0)
+                continue
+            beat += 1
+            now = self.clock.wall()
+            event = watcher_event(
+                EventKind.WATCHER_HEARTBEAT,
+                Severity.INFO,
+                _hostname(),
+                now,
+                {
+                    "status": self.status_line(),
+                    "uptime_seconds": round(self.uptime(), 1),
+                    "interval_seconds": config.interval,
+                    "version": __version__,
+                    "to": "alive",
+                },
+                self.started_at,
+                beat,
+            )
+            sent = await self.dispatcher.heartbeat(event, config.notify)
+            log.debug("heartbeat queued", notifiers=sent)
+            await anyio.sleep(config.interval)
 
     async def _announce_ready(self, watcher: Watcher) -> None:
         await watcher.first_pass.wait()
+        # What exists now (config, clients, one runtime per watch) lives as long as
+        # the process: keep it out of the cyclic GC's full passes, whose pauses
+        # otherwise grow with the number of watches (measured: bench/scale.py).
+        gc.collect()
+        gc.freeze()
+        _release_free_memory()
         self.ready.set()
         self.systemd.ready(self.status_line())
         log.info("every watch polled once", watches=len(watcher.registry))
@@ -401,6 +469,10 @@ class Daemon:
             fields = {"status": self.status_line()}
             if watchdog:
                 fields["watchdog"] = "1"
+            if not self.ready.is_set():
+                # READY waits for the first pass, which the providers' budgets pace (2,000
+                # Trigger.dev watches take ~100 s): keep systemd's start timeout ahead of it.
+                fields["extend_timeout_usec"] = str(int(every * 3 * 1_000_000))
             self.systemd.send(**fields)
             await anyio.sleep(every)
 
@@ -411,6 +483,10 @@ class Daemon:
         erroring = sum(1 for rt in runtimes if rt.problem is not None)
         queued = sum(c.queued() + len(c.inflight) for c in self.channels)
         line = f"watching {len(runtimes)}, {erroring} erroring, {queued} notifications queued"
+        if watcher is not None and not self.ready.is_set():
+            line = (
+                f"first pass: {len(runtimes) - watcher.unpolled} of {len(runtimes)} polled; " + line
+            )
         if not self.durability.healthy:
             line += ", state file unavailable"
         if self.shard.count > 1:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 import httpx
 
@@ -207,6 +208,7 @@ async def build_upstreams(
     parallel = trigger = None
     if Source.PARALLEL in used:
         assert settings.parallel_api_key is not None
+        headers = {"x-api-key": settings.parallel_api_key.get_secret_value(), "user-agent": agent}
         limits = HttpLimits(
             connect_timeout=cfg.parallel.connect_timeout,
             read_timeout=cfg.parallel.timeout,
@@ -215,18 +217,20 @@ async def build_upstreams(
             stream_idle_timeout=cfg.parallel.stream_idle_timeout,
             max_connections=cfg.parallel.max_concurrency,
         )
-        client = await stack.enter_async_context(
-            build_client(
-                settings.parallel_base_url or cfg.parallel.base_url or DEFAULT_PARALLEL_URL,
-                {"x-api-key": settings.parallel_api_key.get_secret_value(), "user-agent": agent},
-                limits,
-                transport=transport,
+        base_url = settings.parallel_base_url or cfg.parallel.base_url or DEFAULT_PARALLEL_URL
+        # Event streams stay open for long: a pool of their own, so polls never wait for one.
+        events_limits = replace(limits, max_connections=max(1, cfg.parallel.max_streams))
+        client, events_client = [
+            await stack.enter_async_context(
+                build_client(base_url, headers, pool_limits, transport=transport)
             )
-        )
+            for pool_limits in (limits, events_limits)
+        ]
         parallel = ParallelClient(
             Upstream("parallel", client, gates[Source.PARALLEL], limits),
             prefix=cfg.parallel.api_prefix,
             max_stream_events=cfg.parallel.max_stream_events,
+            events=Upstream("parallel", events_client, gates[Source.PARALLEL], events_limits),
         )
     if Source.TRIGGER in used:
         assert settings.trigger_secret_key is not None

@@ -247,7 +247,7 @@ def watch_view(daemon: Daemon, key: str) -> dict[str, Any] | None:
         "origin": "api" if api is not None else "config",
         "state": watch_state(rt),
         "detail": (
-            f"{len(state.seen)} runs seen, {len(rt.children)} followed"
+            f"{len(state.seen)} runs seen, {len(rt.children or ())} followed"
             if isinstance(state, DiscoveryState)
             else describe(state)
         ),

@@ -29,6 +29,7 @@ __all__ = ["CONTENT_TYPE", "Metrics", "watch_state"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def watch_state(rt: WatchRuntime) -> str:
@@ -78,6 +79,12 @@ class Metrics:
             "run_watcher_events",
             "Events detected, by kind and severity.",
             ["kind", "severity"],
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "run_watcher_event_loop_lag_seconds",
+            "How late a 100 ms timer of the event loop fires: the daemon is too busy when this grows.",
+            buckets=_LAG_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(_DaemonCollector(daemon))
@@ -185,6 +192,23 @@ class _DaemonCollector(Collector):
         yield states
         yield last_ok
         yield queued
+        streams = watcher.streams if watcher is not None else None
+        if streams is not None:
+            yield GaugeMetricFamily(
+                "run_watcher_group_streams_open",
+                "Parallel group event streams held now (open, or reconnecting).",
+                value=streams.open,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_group_stream_connects",
+                "Connections made to group event streams (first ones and reconnects).",
+                value=streams.connects,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_group_stream_fallbacks",
+                "Times a group went back to polling: its stream was refused or kept failing.",
+                value=streams.fallbacks,
+            )
 
     def _notifiers(self) -> Iterator[Metric]:
         notifications = CounterMetricFamily(

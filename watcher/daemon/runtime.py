@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -22,7 +22,7 @@ class Kind(StrEnum):
     DISCOVERY = "discovery"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WatchRuntime:
     """One polled thing: a configured watch, or a run discovered by a ``trigger_runs`` watch.
 
@@ -37,7 +37,8 @@ class WatchRuntime:
     policy: SchedulePolicy
     state: WatchState | DiscoveryState
     parent: str | None = None
-    children: set[str] = field(default_factory=set)
+    children: set[str] | None = None
+    """Keys of the runs a ``trigger_runs`` watch follows (None until it follows one)."""
     polls: int = 0
     errors: int = 0
     last_poll_at: float | None = None
@@ -50,6 +51,24 @@ class WatchRuntime:
     """Read back from the state file and not polled successfully since."""
     finished_at: float | None = None
     """Unix time when the run reached a terminal status (for retention)."""
+    streaming: bool = False
+    """A group whose event stream is open and delivering: polls only cross-check, at
+    ``max_interval``."""
+    stream_queued: bool = False
+    """Waiting for, or held by, a stream worker."""
+    stream_cursor: str | None = None
+    """The events stream's ``last_event_id``, to resume after a disconnect."""
+    stream_retry_at: float = 0.0
+    """Monotonic time before which the group is polled, not streamed (after a fallback)."""
+    stream_suspect: bool = False
+    """A cross-check poll disagreed with the stream; the next poll decides."""
+    named: set[str] | None = None
+    """Failed runs of a group that may be streamed, named so far by either path (polls
+    reading the runs stream, or the events stream): neither names one twice, even when
+    a stream replays its history."""
+    streamed_ahead: int = 0
+    """Failures the events stream named since the runs stream was last read: the next
+    read must go that much further past its cursor."""
 
     @property
     def source(self) -> Source:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import anyio
@@ -27,7 +28,7 @@ from watcher.core.events import Event, WatchType
 from watcher.core.health import Problem
 from watcher.core.schedule import SchedulePolicy, initial_state
 from watcher.core.sharding import Shard
-from watcher.core.snapshots import GroupObservation, RunSnapshot
+from watcher.core.snapshots import GroupObservation, GroupSnapshot, RunSnapshot
 from watcher.core.statuses import ParallelStatus, Source, classify
 from watcher.core.watch import (
     DiscoveryState,
@@ -48,6 +49,7 @@ from watcher.core.watch import (
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.daemon.scheduler import SourceScheduler
 from watcher.daemon.state import Stored, WatchWrite
+from watcher.daemon.streams import GroupStreams
 from watcher.sources.errors import SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.parallel import ParallelClient
@@ -59,6 +61,9 @@ log = structlog.get_logger("watcher.poll")
 
 Publish = Callable[[Sequence[Event], Sequence[WatchWrite]], Awaitable[None]]
 """Persist the watch writes and the events' outbox rows, then deliver the events."""
+
+STREAM_RECHECK = 1.0
+"""Seconds before a cross-check poll that disagreed with a group's stream looks again."""
 
 _KINDS = {
     WatchType.PARALLEL_TASK_GROUP: Kind.GROUP,
@@ -89,6 +94,7 @@ class Watcher:
         publish: Publish = _discard,
         retention: float = 86400.0,
         shard: Shard | None = None,
+        persist: bool = True,
     ) -> None:
         self.polling = polling
         self.sources = sources
@@ -111,11 +117,15 @@ class Watcher:
         self.events_published = 0
         self.retired = 0
         self.shard = shard or Shard()
+        self.persist = persist
+        """Whether states go to a state file; without one, polls skip serialising them."""
         self.on_poll: Callable[[WatchRuntime, float], None] | None = None
         """Called after every poll with the runtime and the poll's duration (metrics)."""
         self.last_ok_wall: dict[Source, float] = {}
         """Unix time of the last successful poll, per upstream."""
         self._unpolled: set[str] = set()
+        self.streams: GroupStreams | None = None
+        """Group event streams (set by the daemon when Parallel is in use)."""
 
     # -- policies -----------------------------------------------------------------------
 
@@ -188,10 +198,10 @@ class Watcher:
         rt.removed = True
         self.configs.pop(key, None)
         writes = [WatchWrite(key, rt.subject_id, None)]
-        for child in list(rt.children):
+        for child in list(rt.children or ()):
             writes += self.remove(child)
         if rt.parent and (parent := self.registry.get(rt.parent)):
-            parent.children.discard(key)
+            (parent.children or set()).discard(key)
         self._mark_polled(key)
         return writes
 
@@ -203,7 +213,7 @@ class Watcher:
         self.configs[rt.key] = watch
         rt.ref = watch.ref()
         rt.policy = self._policy(watch)
-        for child in rt.children:
+        for child in rt.children or ():
             if (c := self.registry.get(child)) is not None:
                 c.ref = rt.ref
                 c.policy = self._run_policy(watch)
@@ -358,13 +368,19 @@ class Watcher:
                 observation = GroupObservation(snapshot)
                 state = rt.state
                 assert isinstance(state, WatchState)
+                if self._stream_may_catch_up(rt, state, snapshot):
+                    return Step(state, (), STREAM_RECHECK)
                 if needs_failed_runs(state, snapshot):
+                    named = self._named(rt)
                     try:
                         read = await self.parallel.failed_runs(
                             rt.subject_id,
                             state.cursor,
                             ticket,
-                            expect=snapshot.count(ParallelStatus.FAILED) - state.known_failed,
+                            # Runs the events stream named are still ahead of the cursor.
+                            expect=snapshot.count(ParallelStatus.FAILED)
+                            - state.known_failed
+                            + rt.streamed_ahead,
                         )
                     except SourceError as exc:
                         stream_problem = exc.problem
@@ -375,9 +391,11 @@ class Watcher:
                             error=exc.problem.message,
                         )
                     else:
-                        observation = GroupObservation(
-                            snapshot, read.runs, read.cursor, streamed=True
-                        )
+                        fresh = tuple(r for r in read.runs if r.run_id not in named)
+                        named.update(r.run_id for r in fresh)
+                        if read.complete:
+                            rt.streamed_ahead = 0
+                        observation = GroupObservation(snapshot, fresh, read.cursor, streamed=True)
                 outcome: RunSnapshot | GroupObservation = observation
             elif rt.source is Source.PARALLEL:
                 assert self.parallel is not None
@@ -415,6 +433,8 @@ class Watcher:
 
     def _write(self, rt: WatchRuntime) -> list[WatchWrite]:
         """The state write a poll needs: none when its durable part did not change."""
+        if not self.persist:
+            return []
         durable = durable_part(rt.state)
         if durable == rt.saved:
             return []
@@ -436,10 +456,71 @@ class Watcher:
         self._seen(rt)
         if not step.state.done:
             self._schedule(rt, step.delay)
+        if self.streams is not None and rt.kind is Kind.GROUP:
+            self.streams.want(rt)
 
     def _schedule(self, rt: WatchRuntime, delay: float | None) -> None:
         if delay is not None and not rt.removed:
+            if rt.streaming and not rt.stream_suspect:
+                # The stream reports changes; polls only cross-check the counts.
+                delay = max(delay, rt.policy.max_interval)
             self.schedulers[rt.source].schedule(rt, delay)
+
+    # -- group event streams ----------------------------------------------------------------
+
+    def _stream_may_catch_up(
+        self, rt: WatchRuntime, state: WatchState, snapshot: GroupSnapshot
+    ) -> bool:
+        """A cross-check poll of a streamed group that disagrees with the stream waits once.
+
+        The stream may simply not have delivered yet: look again in
+        ``STREAM_RECHECK``; if the two still disagree then, the stream lost
+        something, and the poll is applied as in poll mode.
+        """
+        known = state.snapshot
+        if not rt.streaming or rt.stream_suspect or not isinstance(known, GroupSnapshot):
+            rt.stream_suspect = False
+            return False
+        differs = (
+            known.counts != snapshot.counts
+            or known.is_active != snapshot.is_active
+            or known.num_task_runs != snapshot.num_task_runs
+        )
+        rt.stream_suspect = differs
+        return differs
+
+    def poll_soon(self, rt: WatchRuntime) -> None:
+        """Poll ``rt`` now (a stream ended: polling takes over)."""
+        if not rt.removed:
+            self.schedulers[rt.source].schedule(rt, 0.0)
+
+    def stretch_polls(self, rt: WatchRuntime) -> None:
+        """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""
+        rt.streaming = True
+        self._schedule(rt, rt.policy.max_interval)
+
+    async def apply_streamed(self, rt: WatchRuntime, observation: GroupObservation) -> None:
+        """Apply what a group's event stream reported, as a poll's result would be."""
+        if rt.removed:
+            return
+        state = rt.state
+        assert isinstance(state, WatchState)
+        self._fetched(rt)
+        named = self._named(rt)
+        fresh = tuple(r for r in observation.failed_runs if r.run_id not in named)
+        named.update(r.run_id for r in fresh)
+        rt.streamed_ahead += len(fresh)
+        observation = replace(observation, failed_runs=fresh)
+        await self._apply(rt, step_group(state, observation, self._context(rt)))
+
+    def _named(self, rt: WatchRuntime) -> set[str]:
+        """The failed runs named so far, for groups a stream may also report (else empty)."""
+        watch = self.configs.get(rt.key)
+        if self.streams is None or getattr(watch, "mode", "poll") == "poll":
+            return set()
+        if rt.named is None:
+            rt.named = set()
+        return rt.named
 
     async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
         for event in events:
@@ -518,7 +599,7 @@ class Watcher:
                 runs=len(listing.runs),
                 hint="narrow the filter or its period, or raise max_pages",
             )
-        watched = {key.rsplit("/", 1)[-1] for key in rt.children}
+        watched = {key.rsplit("/", 1)[-1] for key in rt.children or ()}
         state = rt.state
         assert isinstance(state, DiscoveryState)
         step = step_discovery(state, Listing(listing.runs, listing.complete), ctx, watched)
@@ -575,6 +656,8 @@ class Watcher:
             parent=parent.key,
         )
         self.registry[key] = child
+        if parent.children is None:
+            parent.children = set()
         parent.children.add(key)
         return child
 
@@ -582,7 +665,7 @@ class Watcher:
         self, parent: WatchRuntime, watch: TriggerRunsWatch, run: RunSnapshot, *, announce: bool
     ) -> WatchRuntime | None:
         """Watch a discovered run as a watch of its own. None when over ``max_runs``."""
-        if len(parent.children) >= watch.max_runs:
+        if len(parent.children or ()) >= watch.max_runs:
             log.warning(
                 "trigger_runs watch is at max_runs; run announced but not followed",
                 watch=parent.key,

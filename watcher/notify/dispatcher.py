@@ -292,6 +292,19 @@ class Dispatcher:
         if plan.deliveries:
             await self._sink(plan)
 
+    async def heartbeat(self, event: Event, tags: Sequence[str]) -> int:
+        """Send a heartbeat to the notifiers with ``tags``, at once: no route, grouping or
+        silence applies (a dead-man's switch that a silence could mute would lie)."""
+        route = RouteNode(
+            "heartbeat",
+            settings=RouteSettings(notify=tuple(tags), group_wait=0.0, group_interval=0.0),
+        )
+        plan = Plan()
+        plan.deliveries = [Delivery(event, channel, route) for channel in self._targets(route)]
+        if plan.deliveries:
+            await self._sink(plan)
+        return len(plan.deliveries)
+
     async def _notifier_failed(
         self, channel: NotifierChannel, events: Sequence[Event], detail: str
     ) -> None:

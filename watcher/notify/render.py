@@ -122,6 +122,8 @@ def default_title(event: Event) -> str:
             return f"[DURABILITY LOST] state file {event.subject_id} not writable: watching goes on in memory"
         case EventKind.STATE_RECOVERED:
             return f"[DURABILITY RESTORED] state file {event.subject_id} writable again"
+        case EventKind.WATCHER_HEARTBEAT:
+            return f"[ALIVE] run-watcher on {event.subject_id}: {d.get('status', 'watching')}"
 
 
 def transition(event: Event) -> str:
@@ -146,6 +148,12 @@ def _body(event: Event) -> list[str]:
         lines.append(f"State file: {event.subject_id}")
         if d.get("message"):
             lines.append(str(d["message"]))
+    elif event.kind is EventKind.WATCHER_HEARTBEAT:
+        lines.append(
+            f"Alive for {format_duration(float(d.get('uptime_seconds', 0)))}; "
+            f"next heartbeat within {format_duration(float(d.get('interval_seconds', 0)))}."
+        )
+        lines.append("If these stop, the watcher is down: nothing else will tell you.")
     elif event.kind is EventKind.NOTIFIER_FAILED:
         lines.append(
             f"Notifier {event.subject_id} could not deliver {d.get('undeliverable')} notifications."

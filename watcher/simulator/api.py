@@ -146,6 +146,20 @@ class SimulatorApi:
                     request.param("status"),
                     break_after=broken.after if broken else None,
                 )
+            case ["tasks", "groups", group_id, "events"]:
+                self._count("parallel.events_stream")
+                self.world.event_cursors.append(request.param("last_event_id"))
+                group = self.world.groups.get(group_id)
+                if group is None:
+                    return _parallel_error(404, "Task group not found")
+                broken = self.world.take_fault(request.path, frozenset({"break_stream"}))
+                return _live_events(
+                    self.world,
+                    group_id,
+                    request.param("last_event_id"),
+                    timeout=float(request.param("timeout") or 3600),
+                    break_after=broken.after if broken else None,
+                )
             case ["tasks", "groups", group_id, "runs", run_id]:
                 return self._parallel_run(run_id, group_id)
             case ["tasks", "runs", run_id]:
@@ -254,6 +268,9 @@ class SimulatorApi:
                     return json_response(
                         200, _dumps({"requests": w.requests, "rate_limited": self.limiter.rejected})
                     )
+                case "GET", ["parallel", "groups", group_id]:
+                    runs = w.groups[group_id].runs.values()
+                    return json_response(200, _dumps({"runs": {r.run_id: r.status for r in runs}}))
                 case "POST", ["faults"]:
                     w.add_fault(
                         Fault(
@@ -263,6 +280,7 @@ class SimulatorApi:
                             headers=list(body.get("headers", {}).items()),
                             body=body["body"].encode() if "body" in body else None,
                             times=body.get("times"),
+                            after=int(body.get("after", 1)),
                         )
                     )
                 case "DELETE", ["faults"]:
@@ -315,6 +333,11 @@ def _after(
     return list(events[ids.index(cursor) + 1 :]) if cursor in ids else list(events)
 
 
+def _frame(event_id: str, payload: dict[str, Any]) -> bytes:
+    """One server-sent event."""
+    return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
 class BrokenStream(Exception):
     """Raised inside a streamed body: the server hangs up mid-message."""
 
@@ -327,14 +350,65 @@ def _sse(
         for event_id, run in events:
             if status and run.get("status") != status:
                 continue
-            payload = {"type": "task_run.state", "event_id": event_id, "run": run}
-            chunk = f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+            chunk = _frame(event_id, {"type": "task_run.state", "event_id": event_id, "run": run})
             if break_after is not None and sent >= break_after:
                 yield chunk[: len(chunk) // 2]
                 raise BrokenStream
             yield chunk
             sent += 1
             await anyio.lowlevel.checkpoint()
+
+    return Response(
+        200, [("content-type", "text/event-stream"), ("cache-control", "no-store")], stream=body()
+    )
+
+
+def _group_events(group: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The group's events stream: status and run-state events, in id order."""
+    merged = [
+        (event_id, {"type": "task_group_status", "event_id": event_id, "status": status})
+        for event_id, status in group.status_events
+    ] + [
+        (event_id, {"type": "task_run.state", "event_id": event_id, "run": run})
+        for event_id, run in group.events
+    ]
+    return sorted(merged, key=lambda item: item[0])
+
+
+def _live_events(
+    world: World,
+    group_id: str,
+    cursor: str | None,
+    *,
+    timeout: float,
+    break_after: int | None = None,
+) -> Response:
+    """``GET .../groups/{id}/events``: past events after ``cursor``, then live ones.
+
+    The connection stays open while a run of the group is active (at most
+    ``timeout`` seconds), and closes once the group is inactive. ``break_after``
+    hangs up mid-event after that many events (a dropped connection).
+    """
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        last = cursor or ""
+        deadline = time.monotonic() + timeout
+        while True:
+            group = world.groups[group_id]
+            for event_id, payload in _group_events(group):
+                if event_id <= last:
+                    continue
+                chunk = _frame(event_id, payload)
+                if break_after is not None and sent >= break_after:
+                    yield chunk[: len(chunk) // 2]
+                    raise BrokenStream
+                yield chunk
+                sent += 1
+                last = event_id
+            if not group.status_json()["is_active"] or time.monotonic() > deadline:
+                return
+            await anyio.sleep(0.01)
 
     return Response(
         200, [("content-type", "text/event-stream"), ("cache-control", "no-store")], stream=body()

@@ -186,6 +186,8 @@ class World:
         self.trigger_runs: dict[str, TRun] = {}
         self.faults: list[Fault] = []
         self.requests: dict[str, int] = {}
+        self.event_cursors: list[str | None] = []
+        """``last_event_id`` of each request for a group's events stream."""
         self._seq = itertools.count(1)
         self._run_seq = itertools.count(1)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -25,7 +25,15 @@ from watcher.sources.errors import ResponseShapeError, SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.ratelimit import rate_counters, retry_after
 
-__all__ = ["HttpLimits", "RequestObserver", "StreamRead", "Upstream", "build_client"]
+__all__ = [
+    "FollowEnd",
+    "HttpLimits",
+    "RequestObserver",
+    "StreamFollower",
+    "StreamRead",
+    "Upstream",
+    "build_client",
+]
 
 RequestObserver = Callable[[str, str, float], None]
 """Called after each request with (upstream, outcome, seconds); the outcome is the
@@ -212,6 +220,21 @@ class Upstream:
         except ValueError as exc:
             raise ResponseShapeError(f"{what}: malformed JSON ({exc})") from None
 
+    @asynccontextmanager
+    async def _event_stream(
+        self, path: str, params: Mapping[str, str], phases: httpx.Timeout, outcome: list[str]
+    ) -> AsyncIterator[httpx.Response]:
+        """Open an SSE response (``phases``: httpx's per-phase timeouts); anything but a
+        200 raises the classified :class:`SourceError`."""
+        async with self.client.stream(
+            "GET", path, params=params, headers={"accept": "text/event-stream"}, timeout=phases
+        ) as response:
+            outcome[0] = str(response.status_code)
+            self._observe(response)
+            if response.status_code != 200:
+                raise await self._fail(response, f"GET {path}")
+            yield response
+
     async def read_stream(
         self,
         path: str,
@@ -237,17 +260,7 @@ class Upstream:
         async with self.gate.limiter:
             try:
                 with self._measured() as outcome, anyio.fail_after(self.limits.stream_timeout):
-                    async with self.client.stream(
-                        "GET",
-                        path,
-                        params=params,
-                        headers={"accept": "text/event-stream"},
-                        timeout=timeout,
-                    ) as response:
-                        outcome[0] = str(response.status_code)
-                        self._observe(response)
-                        if response.status_code != 200:
-                            raise await self._fail(response, what)
+                    async with self._event_stream(path, params, timeout, outcome) as response:
                         events = EventSource(response).aiter_sse()
                         try:
                             while True:
@@ -278,6 +291,121 @@ class Upstream:
                     raise SourceError(problem) from None
                 result.problem = problem
         return result
+
+    async def follow(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        ticket: Ticket,
+        follower: StreamFollower,
+        *,
+        idle_timeout: float,
+        max_age: float,
+    ) -> FollowEnd:
+        """Hold an SSE stream open and feed ``follower`` until it ends (see :class:`FollowEnd`).
+
+        Unlike :meth:`read_stream` this does not take a slot of the source's
+        concurrency cap (streams have their own cap, the number of stream workers),
+        only a request from its budget. A refused stream (any status but 200) raises
+        :class:`SourceError` like a poll; a stream that breaks later returns the
+        problem with the count of events delivered before it.
+        """
+        what = f"GET {path}"
+        end = FollowEnd()
+        await ticket.spend()
+        timeout = httpx.Timeout(
+            idle_timeout, connect=self.limits.connect_timeout, pool=self.limits.connect_timeout
+        )
+        try:
+            with self._measured() as outcome, anyio.move_on_after(max_age) as aged:
+                async with self._event_stream(path, params, timeout, outcome) as response:
+                    await _pump(EventSource(response), follower, end, idle_timeout)
+            if aged.cancelled_caught:
+                end.reason = "expired"
+        except SourceError:
+            raise
+        except SSEError as exc:
+            raise ResponseShapeError(f"{what}: not an event stream ({exc})") from None
+        except (TimeoutError, httpx.HTTPError) as exc:
+            problem = _transport_problem(exc, what, idle_timeout)
+            if not end.events:
+                raise SourceError(problem) from None
+            end.reason, end.problem = "broken", problem
+        return end
+
+
+class StreamFollower(Protocol):
+    """What :meth:`Upstream.follow` feeds: each event, and a word when it goes quiet."""
+
+    @property
+    def quiet_after(self) -> float | None:
+        """Call :meth:`quiet` after this many seconds without an event (None: never)."""
+
+    async def event(self, sse: ServerSentEvent) -> bool:
+        """Take one event; True ends the stream."""
+
+    async def quiet(self) -> None:
+        """No event for ``quiet_after`` seconds."""
+
+
+@dataclass(slots=True)
+class FollowEnd:
+    """How a followed stream ended: ``closed`` by the server, ``idle`` (no byte for the
+    idle timeout), ``stopped`` by the follower, ``expired`` (the connection's age cap),
+    or ``broken`` (``problem`` says how)."""
+
+    events: int = 0
+    reason: str = "closed"
+    problem: Problem | None = None
+
+
+async def _pump(
+    source: EventSource, follower: StreamFollower, end: FollowEnd, idle_timeout: float
+) -> None:
+    """Read events in a child task, hand them to ``follower`` here, with timers.
+
+    A timeout must never cancel the SSE parser mid-read (it would close the
+    generator), so the reader task only reads, into a small bounded buffer, and
+    the timers run on this side of it.
+    """
+    send, receive = anyio.create_memory_object_stream[ServerSentEvent](64)
+    failure: list[BaseException] = []
+
+    async def reader() -> None:
+        async with send:
+            try:
+                async for sse in source.aiter_sse():
+                    await send.send(sse)
+            except (httpx.HTTPError, SSEError) as exc:
+                failure.append(exc)
+
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(reader)
+        last = anyio.current_time()
+        while True:
+            idle_left = last + idle_timeout - anyio.current_time()
+            quiet = follower.quiet_after
+            wait = idle_left if quiet is None else min(idle_left, quiet)
+            sse = None
+            with anyio.move_on_after(max(wait, 0.0)):
+                try:
+                    sse = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            if sse is None:
+                if quiet is not None and quiet < idle_left:
+                    await follower.quiet()
+                    continue
+                end.reason = "idle"
+                break
+            last = anyio.current_time()
+            end.events += 1
+            if await follower.event(sse):
+                end.reason = "stopped"
+                break
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
 
 
 async def _read_capped(

@@ -12,7 +12,7 @@ from watcher.core.snapshots import FailedRun, GroupSnapshot, RunSnapshot
 from watcher.core.statuses import ParallelStatus
 from watcher.sources.errors import SourceError
 from watcher.sources.gate import Ticket
-from watcher.sources.http import Upstream
+from watcher.sources.http import FollowEnd, StreamFollower, Upstream
 from watcher.sources.parallel_models import (
     StreamErrorEvent,
     failed_run,
@@ -37,11 +37,37 @@ class ParallelClient:
     """``GET`` endpoints of Parallel's task API under ``prefix`` (``/v1`` or ``/v1beta``)."""
 
     def __init__(
-        self, upstream: Upstream, *, prefix: str = "/v1", max_stream_events: int = 10_000
+        self,
+        upstream: Upstream,
+        *,
+        prefix: str = "/v1",
+        max_stream_events: int = 10_000,
+        events: Upstream | None = None,
     ) -> None:
         self.upstream = upstream
         self.prefix = prefix.rstrip("/")
         self.max_stream_events = max_stream_events
+        self.events = events or upstream
+        """The upstream (own connection pool) that holds group event streams open."""
+
+    async def follow_group_events(
+        self,
+        group_id: str,
+        cursor: str | None,
+        ticket: Ticket,
+        follower: StreamFollower,
+        *,
+        idle_timeout: float,
+        max_age: float,
+    ) -> FollowEnd:
+        """``GET {prefix}/tasks/groups/{id}/events`` from ``cursor``, held open for ``follower``."""
+        path = f"{self.prefix}/tasks/groups/{path_segment(group_id)}/events"
+        params = {"timeout": str(max(1, int(max_age)))}
+        if cursor:
+            params["last_event_id"] = cursor
+        return await self.events.follow(
+            path, params, ticket, follower, idle_timeout=idle_timeout, max_age=max_age
+        )
 
     async def get_group(self, group_id: str, ticket: Ticket) -> GroupSnapshot:
         """``GET {prefix}/tasks/groups/{id}``: status and ``task_run_status_counts``."""

@@ -7,6 +7,7 @@ verbatim, and only the fields the watcher needs are required.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +76,14 @@ class TaskRunEvent(_Model):
     run: TaskRun
 
 
+class GroupStatusEvent(_Model):
+    """``task_group_status`` event of a group's events stream."""
+
+    type: str
+    event_id: str | None = None
+    status: TaskGroupStatus
+
+
 class ErrorEvent(_Model):
     """``error`` event of a stream."""
 
@@ -87,10 +96,10 @@ def run_snapshot(run: TaskRun) -> RunSnapshot:
     return RunSnapshot(
         source=Source.PARALLEL,
         run_id=run.run_id,
-        status=run.status,
+        status=sys.intern(run.status),  # thousands of watches share a few statuses
         updated_at=run.modified_at,
         error_message=run.error.message if run.error else None,
-        task=run.processor,
+        task=sys.intern(run.processor) if run.processor else None,
         group_id=run.taskgroup_id,
     )
 
@@ -103,9 +112,13 @@ def parse_run(data: Any, what: str) -> RunSnapshot:
 def parse_group(data: Any, what: str) -> GroupSnapshot:
     """Parse ``GET /v1/tasks/groups/{id}``."""
     group = validate(TaskGroupResponse, data, what)
-    status = group.status
+    return group_snapshot(group.taskgroup_id, group.status)
+
+
+def group_snapshot(group_id: str, status: TaskGroupStatus) -> GroupSnapshot:
+    """The snapshot of a parsed ``TaskGroupStatus``."""
     return GroupSnapshot(
-        group_id=group.taskgroup_id,
+        group_id=group_id,
         is_active=status.is_active,
         num_task_runs=status.num_task_runs,
         counts=freeze({k: v for k, v in status.task_run_status_counts.items() if v}),
@@ -118,26 +131,51 @@ class StreamErrorEvent(Exception):
     """The stream itself reported an error (an ``error`` event)."""
 
 
-def parse_run_event(data: str, what: str) -> tuple[str | None, RunSnapshot] | None:
-    """Parse one SSE ``data`` payload of a runs stream.
-
-    Returns ``(event_id, run)`` for ``task_run.state``, ``None`` for event types
-    the watcher does not use, and raises ``StreamErrorEvent`` for ``error``.
-    """
+def _event_payload(data: str, what: str) -> dict[str, Any]:
     try:
         payload = json.loads(data)
     except ValueError as exc:
         raise ResponseShapeError(f"{what}: malformed JSON in stream event: {exc}") from None
     if not isinstance(payload, dict):
         raise ResponseShapeError(f"{what}: stream event is not a JSON object")
-    kind = payload.get("type")
-    if kind == "error":
+    if payload.get("type") == "error":
         err = validate(ErrorEvent, payload, what).error
         raise StreamErrorEvent(f"{what}: stream error: {err.message or 'no message'}")
+    return payload
+
+
+def parse_run_event(data: str, what: str) -> tuple[str | None, RunSnapshot] | None:
+    """Parse one SSE ``data`` payload of a runs stream.
+
+    Returns ``(event_id, run)`` for ``task_run.state``, ``None`` for event types
+    the watcher does not use, and raises ``StreamErrorEvent`` for ``error``.
+    """
+    payload = _event_payload(data, what)
+    kind = payload.get("type")
     if kind != "task_run.state":
         return None
     event = validate(TaskRunEvent, payload, what)
     return event.event_id, run_snapshot(event.run)
+
+
+def parse_group_event(
+    data: str, what: str, group_id: str
+) -> tuple[str | None, GroupSnapshot | RunSnapshot] | None:
+    """Parse one SSE ``data`` payload of a group's events stream.
+
+    ``(event_id, snapshot)`` for ``task_group_status`` (a group snapshot) and
+    ``task_run.state`` (a run snapshot); ``None`` for types the watcher does not
+    know (new ones must not break it); ``StreamErrorEvent`` for ``error``.
+    """
+    payload = _event_payload(data, what)
+    match payload.get("type"):
+        case "task_group_status":
+            status = validate(GroupStatusEvent, payload, what)
+            return status.event_id, group_snapshot(group_id, status.status)
+        case "task_run.state":
+            event = validate(TaskRunEvent, payload, what)
+            return event.event_id, run_snapshot(event.run)
+    return None
 
 
 def failed_run(run: RunSnapshot) -> FailedRun:

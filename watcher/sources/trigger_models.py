@@ -7,6 +7,7 @@ customer data; they are not modelled, so they never reach an event.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -85,11 +86,12 @@ def snapshot(run: RunObject) -> RunSnapshot:
     return RunSnapshot(
         source=Source.TRIGGER,
         run_id=run.id,
-        status=run.status,
+        # Interned: thousands of watches keep the same few statuses, tasks and tags.
+        status=sys.intern(run.status),
         updated_at=run.updated_at,
         error_message=_error_message(run),
-        task=run.task_identifier,
-        tags=tuple(run.tags),
+        task=sys.intern(run.task_identifier) if run.task_identifier else None,
+        tags=tuple(sys.intern(tag) for tag in run.tags),
         attempt=attempt,
         delayed_until=run.delayed_until,
     )
