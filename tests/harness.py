@@ -108,7 +108,6 @@ def make_config(
             for n in notifier_urls
         ],
         # No grouping delays unless a test asks for them: latency-sensitive assertions.
-        # No grouping delays unless a test asks for them: latency-sensitive assertions.
         "notifications": {"group_wait": "0s", "group_interval": "0s"},
         "delivery": {
             "initial_backoff": "50ms",

@@ -3,8 +3,9 @@
 Proves the issue's promises against a real SSE server on loopback: stream and
 poll mode notify the same transitions with the same event ids; a dropped
 stream resumes from its last event id with nothing lost or repeated; a
-refused or failing stream falls back to polling; the cap on open streams
-holds; the heartbeat arrives and no silence mutes it.
+refused or failing stream falls back to polling; a reload to ``poll`` or
+removing the watch closes its stream; the cap on open streams holds; the
+heartbeat arrives and no silence mutes it.
 """
 
 from __future__ import annotations
@@ -157,6 +158,43 @@ async def test_a_refused_stream_falls_back_to_polling(status: int) -> None:
     assert streams.open == 0
     assert refusal.hits == tries  # no retry before stream_retry_after
     assert world.requests["parallel.group"] > polls  # what arrived came by polling
+
+
+async def wait_open(env: Env, count: int) -> None:
+    assert env.daemon.watcher is not None
+    streams = env.daemon.watcher.streams
+    assert streams is not None
+    with anyio.fail_after(10):
+        while streams.open != count:  # noqa: ASYNC110 - observing the stream workers
+            await anyio.sleep(0.02)
+
+
+async def test_a_reload_to_poll_mode_or_removing_the_watch_closes_its_stream_at_once() -> None:
+    world = World()
+    world.add_group("tgrp_s", 6, status="running")
+    world.add_group("tgrp_t", 6, status="running")
+    watches = [group("auto"), group("auto", "tgrp_t")]
+    async with running(watches, world=world, polling=POLLING) as env:
+        await wait_open(env, 2)
+
+        async def reload(watches: list[dict[str, Any]]) -> None:
+            config = make_config(
+                env.sim.url,
+                [{"url": env.receiver.apprise_url("json"), "tags": ["all"]}],
+                watches=watches,
+                polling=POLLING,
+            )
+            await env.daemon.apply_config(config, env.daemon.channels)
+
+        await reload([group("poll"), group("auto", "tgrp_t")])
+        await wait_open(env, 1)  # well before the stream's idle timeout
+        await reload([group("poll")])
+        await wait_open(env, 0)
+        connects = world.requests["parallel.events_stream"]
+        world.progress_group("tgrp_s", 1, "failed", "boom")
+        events = await env.wait_until(lambda es: len(failures(es)) == 1)
+        assert world.requests["parallel.events_stream"] == connects  # polled, not streamed
+    assert set(failures(events)) == set(world.group_runs("tgrp_s", "failed"))
 
 
 async def test_open_streams_stay_within_the_cap_and_the_rest_are_polled() -> None:

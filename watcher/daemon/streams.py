@@ -64,6 +64,7 @@ class GroupStreams:
         self.clock = clock
         self.rng = rng
         self._send: MemoryObjectSendStream[WatchRuntime] | None = None
+        self._serving: dict[str, anyio.CancelScope] = {}
         self.open = 0
         self.connects = 0
         self.fallbacks = 0
@@ -78,16 +79,17 @@ class GroupStreams:
             return  # every stream slot is taken and the queue is full: keep polling
         rt.stream_queued = True
 
+    def close(self, key: str) -> None:
+        """Close the stream of watch ``key`` now, if one is open (removed, or set to poll)."""
+        if (scope := self._serving.get(key)) is not None:
+            scope.cancel()
+
     def _eligible(self, rt: WatchRuntime) -> bool:
         if self.config.max_streams == 0 or rt.kind is not Kind.GROUP or rt.removed:
             return False
         if rt.streaming or rt.stream_queued or self.clock.now() < rt.stream_retry_at:
             return False
-        watch = self.watcher.configs.get(rt.key)
-        if not isinstance(watch, ParallelTaskGroupWatch) or watch.mode == "poll":
-            return False
-        snapshot = rt.state.snapshot if isinstance(rt.state, WatchState) else None
-        return isinstance(snapshot, GroupSnapshot) and snapshot.is_active
+        return self._active(rt)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the workers until cancelled."""
@@ -113,11 +115,13 @@ class GroupStreams:
                     continue
                 self.open += 1
                 try:
-                    await self._serve(rt)
+                    with anyio.CancelScope() as self._serving[rt.key]:
+                        await self._serve(rt)
                 except Exception:
                     log.exception("internal error in a group event stream", watch=rt.key)
                     self._fall_back(rt, None)
                 finally:
+                    self._serving.pop(rt.key, None)
                     self.open -= 1
                     rt.stream_queued = False
                     if not rt.removed:
@@ -125,8 +129,12 @@ class GroupStreams:
                         self.watcher.poll_soon(rt)
 
     def _active(self, rt: WatchRuntime) -> bool:
+        """The group is watched, wants streams (a reload may have said ``poll``), is active."""
+        watch = self.watcher.configs.get(rt.key)
+        if rt.removed or not isinstance(watch, ParallelTaskGroupWatch) or watch.mode == "poll":
+            return False
         snapshot = rt.state.snapshot if isinstance(rt.state, WatchState) else None
-        return not rt.removed and isinstance(snapshot, GroupSnapshot) and snapshot.is_active
+        return isinstance(snapshot, GroupSnapshot) and snapshot.is_active
 
     async def _serve(self, rt: WatchRuntime) -> None:
         failures = 0

@@ -197,6 +197,8 @@ class Watcher:
             return []
         rt.removed = True
         self.configs.pop(key, None)
+        if self.streams is not None:
+            self.streams.close(key)
         writes = [WatchWrite(key, rt.subject_id, None)]
         for child in list(rt.children or ()):
             writes += self.remove(child)
@@ -213,6 +215,8 @@ class Watcher:
         self.configs[rt.key] = watch
         rt.ref = watch.ref()
         rt.policy = self._policy(watch)
+        if self.streams is not None and getattr(watch, "mode", "poll") == "poll":
+            self.streams.close(rt.key)
         for child in rt.children or ():
             if (c := self.registry.get(child)) is not None:
                 c.ref = rt.ref
