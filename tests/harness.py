@@ -188,6 +188,17 @@ async def run_daemon(daemon: Daemon) -> AsyncIterator[Daemon]:
                 await done.wait()
 
 
+@asynccontextmanager
+async def receivers(count: int, **kwargs: Any) -> AsyncIterator[list[WebhookReceiver]]:
+    """``count`` webhook receivers on loopback, each with its own port."""
+    servers = [WebhookReceiver(**kwargs) for _ in range(count)]
+    async with anyio.create_task_group() as tg:
+        for server in servers:
+            await tg.start(server.server.serve)
+        yield servers
+        tg.cancel_scope.cancel()
+
+
 def titles(received: list[Received]) -> list[str]:
     """The titles of received text notifications."""
     return [r.title for r in received]

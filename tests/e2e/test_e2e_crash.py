@@ -15,9 +15,11 @@ import pytest
 import yaml
 from anyio.abc import Process
 
+from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION
 from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
 from watcher.simulator.receiver import WebhookReceiver
+from watcher.simulator.trigger_runs import public_status
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -123,7 +125,10 @@ async def test_kill_9_during_transitions_with_the_notifier_down(tmp_path: Path) 
         proc, log = await start(config, env)
         logs.append(log)
         tg.start_soon(drain, proc, log)
-        finals = {run_id: world.trigger_runs[run_id].status for run_id in RUNS}
+        finals = {
+            run_id: public_status(world.trigger_runs[run_id].state, TRIGGER_CURRENT_API_VERSION)
+            for run_id in RUNS
+        }
         with anyio.fail_after(30):
             await receiver.wait_until(
                 lambda rs: (

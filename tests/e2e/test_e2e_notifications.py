@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import anyio
 import pytest
-from harness import running
+from harness import receivers, running
 from smtp_receiver import MailBox, smtp_server
 
-from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -23,16 +18,6 @@ FAST_RETRIES = {
     "max_attempts": 200,
     "timeout": "2s",
 }
-
-
-@asynccontextmanager
-async def receivers(count: int, **kwargs: Any) -> AsyncIterator[list[WebhookReceiver]]:
-    servers = [WebhookReceiver(**kwargs) for _ in range(count)]
-    async with anyio.create_task_group() as tg:
-        for server in servers:
-            await tg.start(server.server.serve)
-        yield servers
-        tg.cancel_scope.cancel()
 
 
 def storm_world(world: World) -> None:

@@ -22,7 +22,8 @@ def test_example_config_is_valid() -> None:
     assert config.polling.min_interval == 2.0
     assert config.polling.max_interval == 300.0
     assert config.routes is not None
-    assert config.routes[0].continue_ is True
+    assert config.routes[0].match == {"kind": "run.retrying"}  # retries go to a quiet channel
+    assert config.routes[1].continue_ is True
     runs = config.watches[3]
     assert isinstance(runs, TriggerRunsWatch)
     assert runs.filter.status == ["FAILED", "CRASHED", "SYSTEM_FAILURE"]
@@ -151,3 +152,43 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_label_names() -> None:
     (msg,) = problems("watches:\n  - {type: trigger_run, id: a, labels: {'bad name': x}}\n")
     assert "label name 'bad name'" in msg
+
+
+def test_trigger_api_version_takes_known_values_only() -> None:
+    assert (
+        parse_config("sources: {trigger: {api_version: legacy}}").sources.trigger.api_version
+        == "legacy"
+    )
+    (problem,) = problems('sources: {trigger: {api_version: "2025-07-17"}}')
+    assert "sources.trigger.api_version" in problem
+    assert "silently serves the legacy one" in problem
+
+
+def test_filter_statuses_must_exist_under_the_api_version() -> None:
+    (problem,) = problems("watches: [{type: trigger_runs, filter: {status: [EXECUTING, FROZEN]}}]")
+    assert "watches[0].filter.status: 'FROZEN' belongs to the legacy status set" in problem
+    legacy = parse_config(
+        "sources: {trigger: {api_version: legacy}}\n"
+        "watches: [{type: trigger_runs, filter: {status: [REATTEMPTING, FROZEN]}}]"
+    )
+    assert isinstance(legacy.watches[0], TriggerRunsWatch)
+    (problem,) = problems(
+        "sources: {trigger: {api_version: legacy}}\n"
+        "watches: [{type: trigger_runs, filter: {status: [WAITING]}}]"
+    )
+    assert "'WAITING' belongs to the current status set" in problem
+
+
+def test_queue_filter_takes_the_sdks_form() -> None:
+    config = parse_config(
+        "watches: [{type: trigger_runs, filter: {queue: [{type: task, name: send-invoice}, "
+        "{type: custom, name: shared}, plain]}}]"
+    )
+    watch = config.watches[0]
+    assert isinstance(watch, TriggerRunsWatch)
+    assert watch.filter.list_filter().params()["filter[queue]"] == "task/send-invoice,shared,plain"
+    (problem,) = problems(
+        "watches: [{type: trigger_runs, filter: {queue: [{type: job, name: x}]}}]"
+    )
+    assert "watches[0].filter.queue[0]" in problem
+    assert "{type: task, name: <task id>}" in problem

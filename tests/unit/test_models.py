@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from watcher.core.snapshots import FailedRun
 from watcher.sources import parallel_models, trigger_models
 from watcher.sources.errors import ResponseShapeError
 from watcher.sources.parallel_models import StreamErrorEvent
@@ -99,7 +100,7 @@ def test_runs_stream_events() -> None:
         json.dumps({"type": "task_run.state", "event_id": "ev_1", "run": run}), "x"
     )  # type: ignore[misc]
     assert event_id == "ev_1"
-    assert parallel_models.failed_run(snap).error_message == "boom"  # type: ignore[arg-type]
+    assert FailedRun.of(snap).error_message == "boom"  # type: ignore[arg-type]
     assert (
         parallel_models.parse_run_event(
             json.dumps({"type": "task_group_status", "event_id": "e"}), "x"

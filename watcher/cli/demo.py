@@ -111,7 +111,7 @@ def run_demo(*, speed: float = 1.0, verbose: bool = False) -> int:
                 "Scenario: a task group where two runs fail and the group finishes; a Trigger.dev run"
             )
             print(
-                "that reattempts then crashes; one that completes; a new failing run found by listing."
+                "that is retried then crashes; one that completes; a new failing run found by listing."
             )
             start = anyio.current_time()
             daemon_done = anyio.Event()

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from watcher.config.base import Duration, PositiveDuration, Strict
+from watcher.config.base import ApiVersion, Duration, PositiveDuration, Strict
 from watcher.config.notifications import (
     NotificationsConfig,
     NotifierConfig,
@@ -28,7 +28,7 @@ from watcher.config.watches import (
     TriggerRunWatch,
     WatchConfig,
 )
-from watcher.core.statuses import Source
+from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION, Source
 
 __all__ = [
     "DeliveryConfig",
@@ -110,7 +110,9 @@ class ParallelSourceConfig(_SourceBase):
 class TriggerSourceConfig(_SourceBase):
     """Trigger.dev: API version header, budget (documented limit: 1,500/min), links."""
 
-    api_version: str = Field(default="2025-07-16", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    api_version: ApiVersion = TRIGGER_CURRENT_API_VERSION
+    """``x-trigger-api-version``: ``2025-07-16`` (current statuses) or ``legacy`` (no
+    header, the legacy statuses). Any other value would silently get the legacy set."""
     requests_per_minute: float = Field(default=1200, gt=0)
     burst: int = Field(default=100, ge=1)
     reserve: int = Field(default=25, ge=0)
@@ -173,6 +175,8 @@ class WatcherConfig(Strict):
             if key in keys:
                 raise ValueError(f"watches[{index}] repeats watches[{keys[key]}] ({key})")
             keys[key] = index
+            if isinstance(watch, TriggerRunsWatch):
+                watch.filter.check_statuses(self.sources.trigger.api_version, f"watches[{index}]")
         known = {tag for n in self.notifiers for tag in n.tags}
         for index, route in enumerate(self.routes or []):
             missing = sorted(route.tags() - known)

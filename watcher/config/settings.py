@@ -25,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from watcher.config.base import ApiVersion
 from watcher.config.operations import ShardConfig, split_listen
 from watcher.core.sharding import parse_shard
 
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
     trigger_secret_key: SecretStr | None = None
     parallel_base_url: str | None = None
     trigger_api_url: str | None = None
-    trigger_api_version: str | None = None
+    trigger_api_version: ApiVersion | None = None
     watcher_config: Path | None = None
     watcher_state_file: Path | None = None
     """Overrides the file's ``state_file`` (the systemd unit points it at ``StateDirectory``)."""

@@ -6,11 +6,17 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from watcher.config.base import PositiveDuration, Strict, UpstreamId
 from watcher.core.events import WatchRef, WatchType, freeze
-from watcher.core.statuses import TRIGGER_STATUSES
+from watcher.core.statuses import (
+    TRIGGER_CURRENT_API_VERSION,
+    TRIGGER_STATUSES,
+    TriggerApiVersion,
+    trigger_statuses,
+)
+from watcher.sources.trigger import ListFilter
 
 __all__ = [
     "ParallelTaskGroupWatch",
@@ -78,6 +84,42 @@ class TriggerRunWatch(_RunWatch):
     type: Literal["trigger_run"]
 
 
+def _queue_name(value: object) -> object:
+    """A queue as ``filter[queue]`` names it; ``{type: task, name: N}`` is ``task/N`` and
+    ``{type: custom, name: N}`` is ``N``, as the official SDK sends them."""
+    if not isinstance(value, dict):
+        return value
+    kind, name = value.get("type"), value.get("name")
+    if set(value) != {"type", "name"} or kind not in ("task", "custom") or not name:
+        raise ValueError(
+            f"queue {value!r}: give a queue name, or {{type: task, name: <task id>}}, "
+            "or {type: custom, name: <queue name>}"
+        )
+    return f"task/{name}" if kind == "task" else name
+
+
+QueueName = Annotated[
+    str,
+    BeforeValidator(_queue_name),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "type": {"enum": ["task", "custom"]},
+                        "name": {"type": "string"},
+                    },
+                    "required": ["type", "name"],
+                    "additionalProperties": False,
+                },
+            ]
+        }
+    ),
+]
+
+
 class TriggerRunsFilter(Strict):
     """``filter[...]`` of Trigger.dev's list endpoint."""
 
@@ -85,7 +127,7 @@ class TriggerRunsFilter(Strict):
     task: list[str] = Field(default_factory=list)
     tag: list[str] = Field(default_factory=list)
     version: list[str] = Field(default_factory=list)
-    queue: list[str] = Field(default_factory=list)
+    queue: list[QueueName] = Field(default_factory=list)
     period: str = Field(default="1d", pattern=r"^\d+[smhdw]$")
     is_test: bool | None = None
 
@@ -99,6 +141,36 @@ class TriggerRunsFilter(Strict):
                 f"(the API answers 400); known: {', '.join(sorted(TRIGGER_STATUSES))}"
             )
         return statuses
+
+    def list_filter(self) -> ListFilter:
+        """The request filter this section asks for."""
+        return ListFilter(
+            status=tuple(self.status),
+            task=tuple(self.task),
+            tag=tuple(self.tag),
+            version=tuple(self.version),
+            queue=tuple(self.queue),
+            period=self.period,
+            is_test=self.is_test,
+        )
+
+    def check_statuses(self, api_version: TriggerApiVersion, where: str) -> None:
+        """Refuse statuses the API version does not have: the list endpoint answers 400."""
+        valid = trigger_statuses(api_version)
+        wrong = [s for s in self.status if s not in valid]
+        if wrong:
+            other = "legacy" if api_version == TRIGGER_CURRENT_API_VERSION else "current"
+            raise ValueError(
+                f"{where}.filter.status: {', '.join(map(repr, wrong))} "
+                f"{'belongs' if len(wrong) == 1 else 'belong'} to the {other} status set, "
+                f"not to sources.trigger.api_version {api_version!r} (the API answers 400); "
+                f"valid: {', '.join(sorted(valid))}"
+                + (
+                    " (a retrying run reads EXECUTING, a paused one WAITING)"
+                    if api_version == TRIGGER_CURRENT_API_VERSION
+                    else ""
+                )
+            )
 
 
 class TriggerRunsWatch(_WatchBase):

@@ -87,7 +87,7 @@ def _closes(event: Event) -> list[str]:
     match event.kind:
         case EventKind.WATCH_RECOVERED:
             return [f"{watch}#watch"]
-        case EventKind.RUN_STATUS_CHANGED:
+        case EventKind.RUN_STATUS_CHANGED | EventKind.RUN_RETRYING:
             keys = [f"{watch}#{event.subject_id}#stuck"]
             if event.to_status != ParallelStatus.ACTION_REQUIRED:
                 keys.append(f"{watch}#{event.subject_id}#action_required")

@@ -12,11 +12,12 @@ from typing import Any
 
 from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_id
 from watcher.core.snapshots import GroupObservation, GroupSnapshot, RunSnapshot
-from watcher.core.statuses import ParallelStatus, Severity, Source, classify
+from watcher.core.statuses import ParallelStatus, Severity, Source, TriggerStatus, classify
 
-__all__ = ["counts_delta", "diff_group", "diff_run", "group_state", "link"]
+__all__ = ["counts_delta", "diff_group", "diff_run", "group_state", "link", "retry_attempt"]
 
 FAILED = ParallelStatus.FAILED.value
+REATTEMPTING = TriggerStatus.REATTEMPTING.value
 
 
 def link(url_template: str | None, subject_id: str) -> str | None:
@@ -53,6 +54,67 @@ def _run_details(run: RunSnapshot) -> dict[str, Any]:
     return details
 
 
+def _attempt_reached(run: RunSnapshot) -> int | None:
+    """The attempt the run is on, counting a legacy ``REATTEMPTING`` as the next one."""
+    if run.attempt is None:
+        return None
+    return run.attempt + 1 if run.status == REATTEMPTING else run.attempt
+
+
+def retry_attempt(previous: RunSnapshot | None, current: RunSnapshot) -> int | bool | None:
+    """Whether going from ``previous`` to ``current`` is a retry, and of which attempt.
+
+    Under Trigger.dev's current API version a retry is only visible as ``attemptCount``
+    rising while the status stays non-terminal (``EXECUTING`` -> ``EXECUTING``); under
+    the legacy set it reads ``REATTEMPTING`` first, which already names the next
+    attempt, so the ``EXECUTING`` that follows is not a second retry. Returns the
+    attempt being retried into, ``True`` for a retry of unknown number (a legacy
+    ``REATTEMPTING`` without ``attemptCount``), ``None`` when it is no retry. A run
+    that reached a terminal status is no retry: its outcome is.
+    """
+    if previous is None or classify(current.source, current.status).terminal:
+        return None
+    before, now = _attempt_reached(previous), _attempt_reached(current)
+    if before is not None and now is not None:
+        return now if now >= 2 and now > before else None
+    return True if current.status == REATTEMPTING != previous.status else None
+
+
+def _retry_event(
+    watch: WatchRef,
+    previous: RunSnapshot,
+    current: RunSnapshot,
+    attempt: int | bool,
+    observed_at: datetime,
+    url_template: str | None,
+) -> Event:
+    details = _run_details(current)
+    if attempt is not True:
+        details["attempt"] = attempt
+        if previous.attempt is not None:
+            details["previous_attempt"] = previous.attempt
+    # One id per retried attempt, whichever API version or poll timing showed it.
+    event_id = make_event_id(
+        watch.key,
+        current.run_id,
+        EventKind.RUN_RETRYING,
+        attempt if attempt is not True else current.updated_at,
+    )
+    return Event(
+        event_id=event_id,
+        kind=EventKind.RUN_RETRYING,
+        severity=Severity.WARNING,
+        source=current.source,
+        watch=watch,
+        subject_id=current.run_id,
+        from_status=previous.status,
+        to_status=current.status,
+        observed_at=observed_at,
+        details=freeze(details),
+        url=link(url_template, current.run_id),
+    )
+
+
 def diff_run(
     watch: WatchRef,
     previous: RunSnapshot | None,
@@ -66,10 +128,14 @@ def diff_run(
 
     With no previous snapshot the observation is a silent baseline, unless
     ``announce`` asks for it to be reported (``notify_initial``, or a run newly
-    discovered by a ``trigger_runs`` watch).
+    discovered by a ``trigger_runs`` watch). A retry (see :func:`retry_attempt`) is
+    one ``run.retrying`` event, whether or not the status word changed.
     """
     if previous is None and not announce:
         return []
+    attempt = retry_attempt(previous, current)
+    if previous is not None and attempt is not None:
+        return [_retry_event(watch, previous, current, attempt, observed_at, url_template)]
     from_status = previous.status if previous is not None else None
     if from_status == current.status:
         return []

@@ -44,6 +44,7 @@ class EventKind(StrEnum):
     """Every kind of event the watcher emits."""
 
     RUN_STATUS_CHANGED = "run.status_changed"
+    RUN_RETRYING = "run.retrying"
     GROUP_COUNTS_CHANGED = "group.counts_changed"
     GROUP_FINISHED = "group.finished"
     GROUP_REACTIVATED = "group.reactivated"

@@ -66,8 +66,7 @@ def take(
         return buffer
     if any(r.run_id == item.run_id for r in buffer.failed):
         return buffer
-    failed = FailedRun(item.run_id, item.error_message, item.updated_at)
-    return replace(buffer, failed=(*buffer.failed, failed))
+    return replace(buffer, failed=(*buffer.failed, FailedRun.of(item)))
 
 
 def _covered(run_at: str | None, group_at: str | None) -> bool:

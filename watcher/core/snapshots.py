@@ -56,6 +56,11 @@ class FailedRun:
     error_message: str | None = None
     modified_at: str | None = None
 
+    @classmethod
+    def of(cls, run: RunSnapshot) -> FailedRun:
+        """The record of a failed run reported by a stream (the runs or the events stream)."""
+        return cls(run_id=run.run_id, error_message=run.error_message, modified_at=run.updated_at)
+
 
 @dataclass(frozen=True, slots=True)
 class GroupObservation:

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final, Literal
 
 __all__ = [
     "PARALLEL_STATUSES",
+    "TRIGGER_API_VERSIONS",
+    "TRIGGER_CURRENT_API_VERSION",
+    "TRIGGER_CURRENT_STATUSES",
+    "TRIGGER_LEGACY_STATUSES",
     "TRIGGER_STATUSES",
     "ParallelStatus",
     "Severity",
     "Source",
     "StatusInfo",
+    "TriggerApiVersion",
     "TriggerStatus",
     "classify",
     "is_known",
+    "trigger_statuses",
 ]
 
 
@@ -121,6 +128,34 @@ _TABLES = {Source.PARALLEL: _PARALLEL, Source.TRIGGER: _TRIGGER}
 
 PARALLEL_STATUSES: frozenset[str] = frozenset(_PARALLEL)
 TRIGGER_STATUSES: frozenset[str] = frozenset(_TRIGGER)
+
+TriggerApiVersion = Literal["2025-07-16", "legacy"]
+"""What ``sources.trigger.api_version`` may say: the current version, or ``legacy``
+(no ``x-trigger-api-version`` header). The provider selects the current status set
+only for the exact value ``2025-07-16`` and silently serves the legacy set for any
+other value, so nothing else is accepted."""
+
+TRIGGER_CURRENT_API_VERSION: Final = "2025-07-16"
+TRIGGER_API_VERSIONS: tuple[TriggerApiVersion, ...] = (TRIGGER_CURRENT_API_VERSION, "legacy")
+
+TRIGGER_CURRENT_STATUSES: frozenset[str] = frozenset(
+    s for s in _TRIGGER if s not in {"REATTEMPTING", "FROZEN", "WAITING_FOR_DEPLOY", "INTERRUPTED"}
+)
+"""The statuses the provider sends under ``2025-07-16`` (its SDK's ``RunStatus``)."""
+TRIGGER_LEGACY_STATUSES: frozenset[str] = frozenset(
+    s for s in _TRIGGER if s not in {"DEQUEUED", "WAITING"}
+)
+"""The statuses it sends for every other version value (``RunStatusUnspecifiedApiVersion``)."""
+
+
+def trigger_statuses(version: TriggerApiVersion) -> frozenset[str]:
+    """The status set the provider sends (and accepts in ``filter[status]``) under ``version``."""
+    return (
+        TRIGGER_CURRENT_STATUSES
+        if version == TRIGGER_CURRENT_API_VERSION
+        else TRIGGER_LEGACY_STATUSES
+    )
+
 
 _UNKNOWN = StatusInfo(known=False, terminal=False, severity=Severity.WARNING)
 

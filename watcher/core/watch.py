@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from watcher.core.diff import diff_group, diff_run, group_state, link
+from watcher.core.diff import diff_group, diff_run, group_state, link, retry_attempt
 from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_id
 from watcher.core.health import HealthState, Problem, ProblemKind, on_failure, on_success
 from watcher.core.schedule import (
@@ -188,7 +188,10 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
         announce=state.announce,
         url_template=ctx.url_template,
     )
-    changed = previous is not None and previous.status != snapshot.status
+    # A retry is progress even when the status word stays (EXECUTING, attempt 2).
+    changed = previous is not None and (
+        previous.status != snapshot.status or retry_attempt(previous, snapshot) is not None
+    )
     terminal = classify(snapshot.source, snapshot.status).terminal
     since, stuck_reported = state.status_since, state.stuck_reported
     if previous is None or since is None:
@@ -453,6 +456,7 @@ def mark_late(events: Sequence[Event], started_at: datetime) -> tuple[Event, ...
 _LATE_KINDS = frozenset(
     {
         EventKind.RUN_STATUS_CHANGED,
+        EventKind.RUN_RETRYING,
         EventKind.GROUP_COUNTS_CHANGED,
         EventKind.GROUP_FINISHED,
         EventKind.GROUP_REACTIVATED,

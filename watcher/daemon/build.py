@@ -25,7 +25,7 @@ from watcher.notify.templates import MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate
 from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient
+from watcher.sources.trigger import TriggerClient, trigger_headers
 
 __all__ = [
     "Upstreams",
@@ -243,12 +243,11 @@ async def build_upstreams(
         client = await stack.enter_async_context(
             build_client(
                 settings.trigger_api_url or cfg.trigger.base_url or DEFAULT_TRIGGER_URL,
-                {
-                    "authorization": f"Bearer {settings.trigger_secret_key.get_secret_value()}",
-                    "x-trigger-api-version": settings.trigger_api_version
-                    or cfg.trigger.api_version,
-                    "user-agent": agent,
-                },
+                trigger_headers(
+                    settings.trigger_secret_key.get_secret_value(),
+                    settings.trigger_api_version or cfg.trigger.api_version,
+                    agent,
+                ),
                 limits,
                 transport=transport,
             )

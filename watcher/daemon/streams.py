@@ -36,12 +36,22 @@ from watcher.sources.parallel_models import StreamErrorEvent, parse_group_event
 if TYPE_CHECKING:
     from watcher.daemon.watcher import Watcher
 
-__all__ = ["GroupStreams"]
+__all__ = ["GroupStreams", "may_stream"]
 
 log = structlog.get_logger("watcher.stream")
 
 _MAX_FAILURES = 3
 _MAX_BACKOFF = 30.0
+
+
+def may_stream(watch: object) -> bool:
+    """Whether ``watch`` is a group watch whose mode lets it stream (a reload may change it)."""
+    return isinstance(watch, ParallelTaskGroupWatch) and watch.mode != "poll"
+
+
+def _group_snapshot(rt: WatchRuntime) -> GroupSnapshot | None:
+    snapshot = rt.state.snapshot if isinstance(rt.state, WatchState) else None
+    return snapshot if isinstance(snapshot, GroupSnapshot) else None
 
 
 class GroupStreams:
@@ -85,7 +95,7 @@ class GroupStreams:
             scope.cancel()
 
     def _eligible(self, rt: WatchRuntime) -> bool:
-        if self.config.max_streams == 0 or rt.kind is not Kind.GROUP or rt.removed:
+        if self.config.max_streams == 0 or rt.kind is not Kind.GROUP:
             return False
         if rt.streaming or rt.stream_queued or self.clock.now() < rt.stream_retry_at:
             return False
@@ -130,11 +140,10 @@ class GroupStreams:
 
     def _active(self, rt: WatchRuntime) -> bool:
         """The group is watched, wants streams (a reload may have said ``poll``), is active."""
-        watch = self.watcher.configs.get(rt.key)
-        if rt.removed or not isinstance(watch, ParallelTaskGroupWatch) or watch.mode == "poll":
+        if rt.removed or not may_stream(self.watcher.configs.get(rt.key)):
             return False
-        snapshot = rt.state.snapshot if isinstance(rt.state, WatchState) else None
-        return isinstance(snapshot, GroupSnapshot) and snapshot.is_active
+        snapshot = _group_snapshot(rt)
+        return snapshot is not None and snapshot.is_active
 
     async def _serve(self, rt: WatchRuntime) -> None:
         failures = 0
@@ -242,10 +251,8 @@ class _Follower:
         return not self._group_active()
 
     def _group_active(self) -> bool:
-        snapshot = self.rt.state.snapshot if isinstance(self.rt.state, WatchState) else None
-        return self.rt.removed is False and (
-            not isinstance(snapshot, GroupSnapshot) or snapshot.is_active
-        )
+        snapshot = _group_snapshot(self.rt)
+        return not self.rt.removed and (snapshot is None or snapshot.is_active)
 
     async def quiet(self) -> None:
         await self.flush()

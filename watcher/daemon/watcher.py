@@ -28,7 +28,7 @@ from watcher.core.events import Event, WatchType
 from watcher.core.health import Problem
 from watcher.core.schedule import SchedulePolicy, initial_state
 from watcher.core.sharding import Shard
-from watcher.core.snapshots import GroupObservation, GroupSnapshot, RunSnapshot
+from watcher.core.snapshots import FailedRun, GroupObservation, GroupSnapshot, RunSnapshot
 from watcher.core.statuses import ParallelStatus, Source, classify
 from watcher.core.watch import (
     DiscoveryState,
@@ -49,11 +49,11 @@ from watcher.core.watch import (
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.daemon.scheduler import SourceScheduler
 from watcher.daemon.state import Stored, WatchWrite
-from watcher.daemon.streams import GroupStreams
+from watcher.daemon.streams import GroupStreams, may_stream
 from watcher.sources.errors import SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import ListFilter, TriggerClient
+from watcher.sources.trigger import TriggerClient
 
 __all__ = ["Publish", "Watcher"]
 
@@ -215,7 +215,7 @@ class Watcher:
         self.configs[rt.key] = watch
         rt.ref = watch.ref()
         rt.policy = self._policy(watch)
-        if self.streams is not None and getattr(watch, "mode", "poll") == "poll":
+        if self.streams is not None and not may_stream(watch):
             self.streams.close(rt.key)
         for child in rt.children or ():
             if (c := self.registry.get(child)) is not None:
@@ -375,7 +375,6 @@ class Watcher:
                 if self._stream_may_catch_up(rt, state, snapshot):
                     return Step(state, (), STREAM_RECHECK)
                 if needs_failed_runs(state, snapshot):
-                    named = self._named(rt)
                     try:
                         read = await self.parallel.failed_runs(
                             rt.subject_id,
@@ -395,8 +394,7 @@ class Watcher:
                             error=exc.problem.message,
                         )
                     else:
-                        fresh = tuple(r for r in read.runs if r.run_id not in named)
-                        named.update(r.run_id for r in fresh)
+                        fresh = self._not_named_yet(rt, read.runs)
                         if read.complete:
                             rt.streamed_ahead = 0
                         observation = GroupObservation(snapshot, fresh, read.cursor, streamed=True)
@@ -510,21 +508,24 @@ class Watcher:
         state = rt.state
         assert isinstance(state, WatchState)
         self._fetched(rt)
-        named = self._named(rt)
-        fresh = tuple(r for r in observation.failed_runs if r.run_id not in named)
-        named.update(r.run_id for r in fresh)
+        fresh = self._not_named_yet(rt, observation.failed_runs)
         rt.streamed_ahead += len(fresh)
         observation = replace(observation, failed_runs=fresh)
         await self._apply(rt, step_group(state, observation, self._context(rt)))
 
-    def _named(self, rt: WatchRuntime) -> set[str]:
-        """The failed runs named so far, for groups a stream may also report (else empty)."""
-        watch = self.configs.get(rt.key)
-        if self.streams is None or getattr(watch, "mode", "poll") == "poll":
-            return set()
+    def _not_named_yet(self, rt: WatchRuntime, runs: Sequence[FailedRun]) -> tuple[FailedRun, ...]:
+        """``runs`` that neither path named before, now counted as named.
+
+        Only groups a stream may also report keep the record; the others return ``runs``.
+        """
+        if self.streams is None or not may_stream(self.configs.get(rt.key)):
+            return tuple(runs)
         if rt.named is None:
             rt.named = set()
-        return rt.named
+        named = rt.named
+        fresh = tuple(r for r in runs if r.run_id not in named)
+        named.update(r.run_id for r in fresh)
+        return fresh
 
     async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
         for event in events:
@@ -568,15 +569,7 @@ class Watcher:
         watch = self.configs.get(rt.key)
         assert isinstance(watch, TriggerRunsWatch)
         assert self.trigger is not None
-        flt = ListFilter(
-            status=watch.filter.status,
-            task=watch.filter.task,
-            tag=watch.filter.tag,
-            version=watch.filter.version,
-            queue=watch.filter.queue,
-            period=watch.filter.period,
-            is_test=watch.filter.is_test,
-        )
+        flt = watch.filter.list_filter()
         ctx = self._context(rt)
         try:
             listing = await self.trigger.list_all(

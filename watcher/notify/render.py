@@ -89,6 +89,10 @@ def default_title(event: Event) -> str:
     match event.kind:
         case EventKind.RUN_STATUS_CHANGED:
             return f"[{event.to_status.upper()}] {_run_name(event)}"
+        case EventKind.RUN_RETRYING:
+            attempt = d.get("attempt")
+            which = f"attempt {attempt}" if attempt is not None else "another attempt"
+            return f"[RETRYING] {_run_name(event)}: {which} after a failure"
         case EventKind.GROUP_RUNS_FAILED:
             return f"[FAILED] run {event.subject_id} failed in {name}"
         case EventKind.GROUP_FINISHED:
@@ -127,7 +131,16 @@ def default_title(event: Event) -> str:
 
 
 def transition(event: Event) -> str:
-    """``run_abc: EXECUTING → CRASHED``."""
+    """``run_abc: EXECUTING → CRASHED``; for a retry, which attempt failed and which runs."""
+    if event.kind is EventKind.RUN_RETRYING:
+        attempt = event.details.get("attempt")
+        if isinstance(attempt, int) and attempt >= 2:
+            return (
+                f"{event.subject_id}: attempt {attempt - 1} failed, attempt {attempt} "
+                f"{'queued' if event.to_status == 'REATTEMPTING' else 'started'} "
+                f"({event.from_status} → {event.to_status})"
+            )
+        return f"{event.subject_id}: an attempt failed and is retried ({event.to_status})"
     return f"{event.subject_id}: {event.from_status or '(new)'} → {event.to_status}"
 
 

@@ -18,8 +18,9 @@ from urllib.parse import unquote
 
 import anyio
 
-from watcher.core.statuses import TRIGGER_STATUSES
+from watcher.core.statuses import trigger_statuses
 from watcher.http_server import Request, Response, json_response
+from watcher.simulator.trigger_runs import is_current, public_status
 from watcher.simulator.world import Fault, World
 
 __all__ = ["SimulatorApi", "TriggerLimiter"]
@@ -78,17 +79,18 @@ class SimulatorApi:
         segments = [unquote(s) for s in request.raw_path.split("/") if s]
         if segments[:1] == ["_sim"]:
             return await self._control(request, segments[1:])
+        self.world.seen.append((request.method, request.path, request.query, request.headers))
         fault = self.world.take_fault(request.path)
         if fault is not None and (faulted := await self._fault(fault)) is not None:
             return faulted
         if segments[:1] in (["v1"], ["v1beta"]):
-            return self._parallel(request, segments[1:])
+            return await self._parallel(request, segments[1:])
         if segments[:1] == ["api"]:
             return self._trigger(request, segments[1:])
         return json_response(404, _dumps({"error": "Not found"}))
 
     def _count(self, name: str) -> None:
-        self.world.requests[name] = self.world.requests.get(name, 0) + 1
+        self.world.count(name)
 
     async def _fault(self, fault: Fault) -> Response | None:
         self._count(f"fault.{fault.kind}")
@@ -124,7 +126,7 @@ class SimulatorApi:
 
     # -- Parallel -------------------------------------------------------------------------
 
-    def _parallel(self, request: Request, parts: list[str]) -> Response:
+    async def _parallel(self, request: Request, parts: list[str]) -> Response:
         if request.headers.get("x-api-key") != self.world.parallel_key:
             self._count("parallel.unauthorized")
             return _parallel_error(401, "Unauthorized: invalid or missing credentials")
@@ -142,7 +144,7 @@ class SimulatorApi:
                     return _parallel_error(404, "Task group not found")
                 broken = self.world.take_fault(request.path, frozenset({"break_stream"}))
                 return _sse(
-                    _after(group.events, request.param("last_event_id")),
+                    _latest_per_run(_after(group.run_log, request.param("last_event_id"))),
                     request.param("status"),
                     break_after=broken.after if broken else None,
                 )
@@ -164,7 +166,30 @@ class SimulatorApi:
                 return self._parallel_run(run_id, group_id)
             case ["tasks", "runs", run_id]:
                 return self._parallel_run(run_id, None)
+            case ["tasks", "runs", run_id, "result"]:
+                self._count("parallel.result")
+                return await self._parallel_result(run_id, request.param("timeout"))
         return _parallel_error(404, "Not found")
+
+    async def _parallel_result(self, run_id: str, wait_param: str | None) -> Response:
+        """``GET /v1/tasks/runs/{id}/result``: wait up to ``?timeout`` seconds (default 600)
+        for the run to finish; 200 with the output once completed, 408 while it is still
+        active, 404 when it failed, was cancelled or is unknown."""
+        try:
+            wait = float(wait_param) if wait_param else 600.0
+        except ValueError:
+            return _parallel_error(422, "Request validation error")
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            run = self.world.parallel_runs.get(run_id)
+            if run is None or run.status in {"failed", "cancelled"}:
+                return _parallel_error(404, "Run failed or run id not found")
+            if run.status == "completed":
+                output = {"basis": [], "type": "json", "content": {"answer": "simulated"}}
+                return json_response(200, _dumps({"run": run.to_json(), "output": output}))
+            if time.monotonic() >= deadline:
+                return _parallel_error(408, "Request timed out; run still active")
+            await anyio.sleep(0.01)
 
     def _parallel_run(self, run_id: str, group_id: str | None) -> Response:
         self._count("parallel.run")
@@ -201,32 +226,42 @@ class SimulatorApi:
         if request.headers.get("authorization") != f"Bearer {self.world.trigger_key}":
             self._count("trigger.unauthorized")
             return json_response(401, _dumps({"error": "Invalid or Missing API key"}), headers)
-        legacy = request.headers.get("x-trigger-api-version") is None
+        version = request.headers.get("x-trigger-api-version")
         match parts:
             case ["v3", "runs", run_id]:
                 self._count("trigger.run")
                 run = self.world.trigger_runs.get(run_id)
                 if run is None:
                     return json_response(404, _dumps({"error": "Run not found"}), headers)
-                return json_response(200, _dumps(run.to_json(legacy=legacy, detail=True)), headers)
+                return json_response(200, _dumps(run.present(version, detail=True)), headers)
             case ["v1", "runs"]:
                 self._count("trigger.list")
-                return self._list(request, legacy, headers)
+                return self._list(request, version, headers)
         return json_response(404, _dumps({"error": "Not found"}), headers)
 
-    def _list(self, request: Request, legacy: bool, headers: list[tuple[str, str]]) -> Response:
+    def _list(
+        self, request: Request, version: str | None, headers: list[tuple[str, str]]
+    ) -> Response:
+        """``GET /api/v1/runs``: filters matched against what ``version`` presents."""
+
         def values(name: str) -> set[str]:
             raw = request.param(f"filter[{name}]")
             return {v for v in raw.split(",") if v} if raw else set()
 
         statuses = values("status")
-        if statuses - TRIGGER_STATUSES:
+        known = trigger_statuses("2025-07-16" if is_current(version) else "legacy")
+        if statuses - known:
+            invalid = ", ".join(sorted(statuses - known))
             return json_response(
-                400,
-                _dumps({"error": f"Invalid status: {sorted(statuses - TRIGGER_STATUSES)}"}),
-                headers,
+                400, _dumps({"error": f"Invalid status values: {invalid}"}), headers
             )
         tasks, tags = values("taskIdentifier"), values("tag")
+        versions, queues = values("version"), values("queue")
+        is_test = request.param("filter[isTest]")
+        if is_test not in (None, "", "true", "false"):
+            return json_response(
+                400, _dumps({"error": f"Invalid value for isTest: {is_test}"}), headers
+            )
         period = request.param("filter[createdAt][period]") or "7d"
         horizon = self.world.now() - _period(period)
         try:
@@ -236,9 +271,12 @@ class SimulatorApi:
         runs = [
             r
             for r in self.world.trigger_runs.values()
-            if (not statuses or r.status in statuses)
+            if (not statuses or public_status(r.state, version) in statuses)
             and (not tasks or r.task in tasks)
             and (not tags or tags & set(r.tags))
+            and (not versions or r.version in versions)
+            and (not queues or r.queue_name in queues)
+            and (not is_test or r.is_test == (is_test == "true"))
             and datetime.fromisoformat(r.created_at) >= horizon
         ]
         runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
@@ -249,7 +287,7 @@ class SimulatorApi:
         page = runs[:size]
         more = len(runs) > size
         body = {
-            "data": [r.to_json(legacy=legacy, detail=False) for r in page],
+            "data": [r.present(version, detail=False) for r in page],
             "pagination": {"next": page[-1].id} if more and page else {},
         }
         return json_response(200, _dumps(body), headers)
@@ -333,6 +371,14 @@ def _after(
     return list(events[ids.index(cursor) + 1 :]) if cursor in ids else list(events)
 
 
+def _latest_per_run(
+    events: list[tuple[str, dict[str, Any]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each run once, at its latest state, in event order (the runs stream's view)."""
+    latest = {run["run_id"]: (event_id, run) for event_id, run in events}
+    return sorted(latest.values(), key=lambda entry: entry[0])
+
+
 def _frame(event_id: str, payload: dict[str, Any]) -> bytes:
     """One server-sent event."""
     return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
@@ -342,25 +388,35 @@ class BrokenStream(Exception):
     """Raised inside a streamed body: the server hangs up mid-message."""
 
 
-def _sse(
-    events: list[tuple[str, dict[str, Any]]], status: str | None, break_after: int | None = None
-) -> Response:
+def _event_stream(frames: AsyncIterator[bytes], break_after: int | None) -> Response:
+    """A ``text/event-stream`` response of ``frames``; ``break_after``: hang up mid-event
+    after that many events (a dropped connection)."""
+
     async def body() -> AsyncIterator[bytes]:
         sent = 0
-        for event_id, run in events:
-            if status and run.get("status") != status:
-                continue
-            chunk = _frame(event_id, {"type": "task_run.state", "event_id": event_id, "run": run})
+        async for chunk in frames:
             if break_after is not None and sent >= break_after:
                 yield chunk[: len(chunk) // 2]
                 raise BrokenStream
             yield chunk
             sent += 1
-            await anyio.lowlevel.checkpoint()
 
     return Response(
         200, [("content-type", "text/event-stream"), ("cache-control", "no-store")], stream=body()
     )
+
+
+def _sse(
+    events: list[tuple[str, dict[str, Any]]], status: str | None, break_after: int | None = None
+) -> Response:
+    async def frames() -> AsyncIterator[bytes]:
+        for event_id, run in events:
+            if status and run.get("status") != status:
+                continue
+            yield _frame(event_id, {"type": "task_run.state", "event_id": event_id, "run": run})
+            await anyio.lowlevel.checkpoint()
+
+    return _event_stream(frames(), break_after)
 
 
 def _group_events(group: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -390,8 +446,7 @@ def _live_events(
     hangs up mid-event after that many events (a dropped connection).
     """
 
-    async def body() -> AsyncIterator[bytes]:
-        sent = 0
+    async def frames() -> AsyncIterator[bytes]:
         last = cursor or ""
         deadline = time.monotonic() + timeout
         while True:
@@ -399,20 +454,13 @@ def _live_events(
             for event_id, payload in _group_events(group):
                 if event_id <= last:
                     continue
-                chunk = _frame(event_id, payload)
-                if break_after is not None and sent >= break_after:
-                    yield chunk[: len(chunk) // 2]
-                    raise BrokenStream
-                yield chunk
-                sent += 1
+                yield _frame(event_id, payload)
                 last = event_id
             if not group.status_json()["is_active"] or time.monotonic() > deadline:
                 return
             await anyio.sleep(0.01)
 
-    return Response(
-        200, [("content-type", "text/event-stream"), ("cache-control", "no-store")], stream=body()
-    )
+    return _event_stream(frames(), break_after)
 
 
 def _period(text: str) -> timedelta:

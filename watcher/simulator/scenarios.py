@@ -66,8 +66,8 @@ def _demo_setup(world: World) -> None:
 
 
 def demo_scenario() -> Scenario:
-    """About 16 s of activity: a group with failures that finishes, a run that
-    reattempts then crashes, one that completes, a new failing run discovered by
+    """About 16 s of activity: a group with failures that finishes, a run that is
+    retried then crashes, one that completes, a new failing run discovered by
     listing."""
     g = DEMO_GROUP
     return Scenario(
@@ -88,9 +88,9 @@ def demo_scenario() -> Scenario:
             Step(4, "4 group runs complete", lambda w: w.progress_group(g, 4, "completed")),
             Step(
                 5,
-                "send-invoice attempt 1 fails, reattempting",
+                "send-invoice attempt 1 fails; it will be retried (the API still reads EXECUTING)",
                 lambda w: w.set_trigger_run(
-                    "run_invoice_4711", "REATTEMPTING", "Stripe API timed out after 30s"
+                    "run_invoice_4711", "RETRYING_AFTER_FAILURE", "Stripe API timed out after 30s"
                 ),
             ),
             Step(
@@ -102,7 +102,7 @@ def demo_scenario() -> Scenario:
             ),
             Step(
                 7,
-                "send-invoice attempt 2 starts",
+                "send-invoice attempt 2 starts (attemptCount 1 -> 2)",
                 lambda w: w.set_trigger_run("run_invoice_4711", "EXECUTING"),
             ),
             Step(

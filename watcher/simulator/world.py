@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import anyio
+
+from watcher.simulator.trigger_runs import TRun, internal_status
 
 __all__ = ["Fault", "PGroup", "PRun", "TRun", "World"]
 
@@ -14,8 +19,10 @@ _PARALLEL_ACTIVE = {"queued", "running", "cancelling"}
 _PARALLEL_DONE = {"completed", "failed", "cancelled"}
 
 
-def _ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _ts(moment: datetime, timespec: str = "microseconds") -> str:
+    """RFC 3339 in UTC: microseconds as Parallel (Python) writes them; Trigger.dev's
+    server serialises JavaScript dates, with milliseconds."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 @dataclass
@@ -51,12 +58,19 @@ class PRun:
 
 @dataclass
 class PGroup:
-    """A Parallel task group and its runs stream (terminal-state events, in order)."""
+    """A Parallel task group.
+
+    ``run_log``: every state a run of the group took, in order (the runs stream serves
+    each run's latest entry after the cursor); ``events``: the runs that reached a
+    non-active status, ``action_required`` included (the events stream's
+    ``task_run.state``); ``status_events``: its ``task_group_status`` events.
+    """
 
     group_id: str
     created_at: str
     modified_at: str
     runs: dict[str, PRun] = field(default_factory=dict)
+    run_log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     status_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -83,67 +97,6 @@ class PGroup:
             "created_at": self.created_at,
             "metadata": {"owner": "simulator"},
         }
-
-
-@dataclass
-class TRun:
-    """A Trigger.dev run."""
-
-    id: str
-    task: str
-    status: str
-    created_at: str
-    updated_at: str
-    tags: list[str] = field(default_factory=list)
-    errors: list[str | None] = field(default_factory=list)
-    delayed_until: str | None = None
-    is_test: bool = False
-
-    def to_json(self, *, legacy: bool, detail: bool) -> dict[str, Any]:
-        """``CommonRunObject``; with ``detail``, the retrieve endpoint's extras."""
-        status = self.status
-        if legacy:
-            status = {"DEQUEUED": "QUEUED", "WAITING": "FROZEN"}.get(status, status)
-        elif status == "INTERRUPTED":
-            status = "FAILED"
-        data: dict[str, Any] = {
-            "id": self.id,
-            "status": status,
-            "taskIdentifier": self.task,
-            "version": "20261122.1",
-            "isTest": self.is_test,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "tags": list(self.tags),
-            "costInCents": 0.01,
-            "baseCostInCents": 0.0025,
-            "durationMs": 1234,
-            "env": {"id": "env_sim", "name": "prod", "user": None},
-        }
-        if self.delayed_until:
-            data["delayedUntil"] = self.delayed_until
-        if detail:
-            data["payload"] = {"customer_email": "jane@example.com", "card": "4242424242424242"}
-            data["output"] = {"invoice": "INV-SECRET-OUTPUT"}
-            data["depth"] = 0
-            data["triggerFunction"] = "trigger"
-            data["relatedRuns"] = {}
-            data["attemptCount"] = len(self.errors)
-            last = next((e for e in reversed(self.errors) if e), None)
-            if legacy:
-                data["attempts"] = [
-                    {
-                        "id": f"attempt_{i}",
-                        "status": "FAILED" if err else "EXECUTING",
-                        "createdAt": self.created_at,
-                        "updatedAt": self.updated_at,
-                        **({"error": {"message": err, "name": "Error"}} if err else {}),
-                    }
-                    for i, err in enumerate(self.errors)
-                ]
-            elif last and status in {"FAILED", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT"}:
-                data["error"] = {"message": last, "name": "Error", "stackTrace": "Error: " + last}
-        return data
 
 
 @dataclass
@@ -186,6 +139,11 @@ class World:
         self.trigger_runs: dict[str, TRun] = {}
         self.faults: list[Fault] = []
         self.requests: dict[str, int] = {}
+        self._counted: anyio.Event | None = None
+        self.seen: deque[tuple[str, str, dict[str, list[str]], dict[str, str]]] = deque(
+            maxlen=10_000
+        )
+        """The last upstream requests: method, path, query and headers (contract tests)."""
         self.event_cursors: list[str | None] = []
         """``last_event_id`` of each request for a group's events stream."""
         self._seq = itertools.count(1)
@@ -195,6 +153,9 @@ class World:
 
     def _stamp(self) -> str:
         return _ts(self.now())
+
+    def _trigger_stamp(self) -> str:
+        return _ts(self.now(), "milliseconds")
 
     def add_group(self, group_id: str, runs: int = 0, *, status: str = "queued") -> PGroup:
         """Create a task group, optionally with ``runs`` runs in ``status``."""
@@ -214,6 +175,7 @@ class World:
             run = PRun(run_id, status, stamp, stamp, group_id=group_id)
             group.runs[run_id] = run
             self.parallel_runs[run_id] = run
+            group.run_log.append(self._event(run))
             ids.append(run_id)
         if count:
             group.modified_at = stamp
@@ -236,14 +198,17 @@ class World:
         if run.group_id:
             group = self.groups[run.group_id]
             group.modified_at = run.modified_at
-            if status in _PARALLEL_DONE:
-                event_id = f"ev_{next(self._seq):08d}"
-                group.events.append((event_id, run.to_json()))
+            entry = self._event(run)
+            group.run_log.append(entry)
+            if status not in _PARALLEL_ACTIVE:  # as the API: a run reached a non-active status
+                group.events.append(entry)
             self._group_status_event(group)
 
+    def _event(self, run: PRun) -> tuple[str, dict[str, Any]]:
+        return f"ev_{next(self._seq):08d}", run.to_json()
+
     def _group_status_event(self, group: PGroup) -> None:
-        event_id = f"ev_{next(self._seq):08d}"
-        group.status_events.append((event_id, group.status_json()))
+        group.status_events.append((f"ev_{next(self._seq):08d}", group.status_json()))
 
     def group_runs(self, group_id: str, status: str | None = None) -> list[str]:
         """Ids of a group's runs, optionally only those in ``status``."""
@@ -277,26 +242,52 @@ class World:
         *,
         tags: list[str] | None = None,
         created_at: datetime | None = None,
+        error: str | None = None,
     ) -> TRun:
-        """Create a Trigger.dev run."""
-        stamp = _ts(created_at) if created_at else self._stamp()
-        run = TRun(run_id, task, status, stamp, self._stamp(), tags=list(tags or []))
+        """Create a Trigger.dev run in ``status`` (a public or an internal name)."""
+        stamp = self._trigger_stamp()
+        run = TRun(
+            run_id,
+            task,
+            "PENDING",
+            _ts(created_at, "milliseconds") if created_at else stamp,
+            stamp,
+            tags=list(tags or []),
+        )
+        if internal_status(status) != "PENDING":
+            run.move(status, error, stamp)
         self.trigger_runs[run_id] = run
         return run
 
     def set_trigger_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        """Move a Trigger.dev run to ``status``; an ``error`` records a failed attempt."""
-        run = self.trigger_runs[run_id]
-        run.status = status
-        if status in {"EXECUTING", "REATTEMPTING"} or error:
-            if status == "EXECUTING" and (not run.errors or run.errors[-1] is not None):
-                run.errors.append(None)
-            elif error:
-                if run.errors and run.errors[-1] is None:
-                    run.errors[-1] = error
-                else:
-                    run.errors.append(error)
-        run.updated_at = self._stamp()
+        """Move a Trigger.dev run to ``status`` (a public or an internal name).
+
+        ``EXECUTING`` after anything but a wait starts a new attempt; ``REATTEMPTING``
+        (``RETRYING_AFTER_FAILURE``) records ``error`` as the failed attempt's; a
+        failed finish records it as the run's error.
+        """
+        self.trigger_runs[run_id].move(status, error, self._trigger_stamp())
+
+    def retry_trigger_run(self, run_id: str, error: str) -> None:
+        """The running attempt fails with ``error`` and the next one starts."""
+        self.set_trigger_run(run_id, "RETRYING_AFTER_FAILURE", error)
+        self.set_trigger_run(run_id, "EXECUTING")
+
+    # -- requests -------------------------------------------------------------------------
+
+    def count(self, name: str) -> None:
+        """Count one request of kind ``name`` (``parallel.run``, ``trigger.list``, ...)."""
+        self.requests[name] = self.requests.get(name, 0) + 1
+        if self._counted is not None:
+            self._counted.set()
+            self._counted = None
+
+    async def wait_for_requests(self, name: str, count: int) -> None:
+        """Return once ``count`` requests of kind ``name`` have arrived."""
+        while self.requests.get(name, 0) < count:
+            if self._counted is None:
+                self._counted = anyio.Event()
+            await self._counted.wait()
 
     # -- faults ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from watcher.sources.gate import Ticket
 from watcher.sources.http import FollowEnd, StreamFollower, Upstream
 from watcher.sources.parallel_models import (
     StreamErrorEvent,
-    failed_run,
     parse_group,
     parse_run,
     parse_run_event,
@@ -108,7 +107,7 @@ class ParallelClient:
                 event_id, run = parsed
                 cursor = event_id or sse.id or cursor
                 if run.status == ParallelStatus.FAILED:
-                    runs.append(failed_run(run))
+                    runs.append(FailedRun.of(run))
             return expect is not None and len(runs) >= expect
 
         read = await self.upstream.read_stream(

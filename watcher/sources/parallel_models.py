@@ -13,14 +13,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.core.events import freeze
-from watcher.core.snapshots import FailedRun, GroupSnapshot, RunSnapshot
+from watcher.core.snapshots import GroupSnapshot, RunSnapshot
 from watcher.core.statuses import Source
 from watcher.sources.errors import ResponseShapeError, validate
 
 __all__ = [
     "TaskGroupResponse",
     "TaskRun",
+    "group_snapshot",
     "parse_group",
+    "parse_group_event",
     "parse_run",
     "parse_run_event",
 ]
@@ -176,8 +178,3 @@ def parse_group_event(
             event = validate(TaskRunEvent, payload, what)
             return event.event_id, run_snapshot(event.run)
     return None
-
-
-def failed_run(run: RunSnapshot) -> FailedRun:
-    """The failed-run record of a run snapshot taken from a stream."""
-    return FailedRun(run_id=run.run_id, error_message=run.error_message, modified_at=run.updated_at)

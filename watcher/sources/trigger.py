@@ -7,11 +7,21 @@ from dataclasses import dataclass
 
 from watcher.core.ids import path_segment
 from watcher.core.snapshots import RunSnapshot
+from watcher.core.statuses import TriggerApiVersion
 from watcher.sources.gate import Ticket
 from watcher.sources.http import Upstream
 from watcher.sources.trigger_models import parse_list, parse_run
 
-__all__ = ["ListFilter", "ListPass", "TriggerClient"]
+__all__ = ["ListFilter", "ListPass", "TriggerClient", "trigger_headers"]
+
+
+def trigger_headers(secret_key: str, api_version: TriggerApiVersion, agent: str) -> dict[str, str]:
+    """The headers of every request, as the official SDK sends them: the key as bearer and,
+    for the current version, ``x-trigger-api-version`` (the 3.x SDK sends none: legacy)."""
+    headers = {"authorization": f"Bearer {secret_key}", "user-agent": agent}
+    if api_version != "legacy":
+        headers["x-trigger-api-version"] = api_version
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
