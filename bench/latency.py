@@ -85,7 +85,12 @@ async def fail_group_runs(
             failed_at[run_id] = t
 
 
-ROUTES = [{"match": {"kind": ["group.runs_failed", "run.status_changed"]}, "notify": ["timed"]}]
+ROUTES = [
+    {
+        "match": {"kind": ["group.runs_failed", "run.status_changed", "run.retrying"]},
+        "notify": ["timed"],
+    }
+]
 
 
 async def run_once(duration: float, seed: int, *, mode: str | None = None) -> LatencyRun:
@@ -149,7 +154,7 @@ def _measure(
             subject = event["subject_id"]
             if event["kind"] == "group.runs_failed" and subject in failed_at:
                 group.append(message.at - failed_at.pop(subject))
-            elif event["kind"] == "run.status_changed" and subject in entered:
+            elif event["kind"] in ("run.status_changed", "run.retrying") and subject in entered:
                 history = entered[subject]
                 # The latest entry into this status before the notification arrived.
                 for index in range(len(history) - 1, -1, -1):
@@ -159,7 +164,9 @@ def _measure(
                             notified.add((subject, index))
                             runs.append(message.at - at)
                         break
-    changes = sum(len(h) for h in entered.values())
+    # REATTEMPTING reads EXECUTING under the current API version: invisible to any
+    # poller; the retry is told (run.retrying) when the next attempt starts.
+    changes = sum(1 for h in entered.values() for status, _ in h if status != "REATTEMPTING")
     return LatencyRun(group, runs, coalesced=changes - len(notified), missed=len(failed_at))
 
 
