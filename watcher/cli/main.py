@@ -181,14 +181,18 @@ def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings, Path]:
 
     from watcher.config.loader import ConfigError, load_config
     from watcher.config.settings import SecretFileError, Settings
+    from watcher.daemon.logging import SCRUBBER
 
     try:
         settings = Settings()
+        SCRUBBER.add(settings.secret_values())
     except SecretFileError as exc:
         raise ConfigError([str(exc)]) from None
     except ValidationError as exc:
         problems = [
-            f"environment {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            f"environment {'.'.join(map(str, e['loc'])).upper()}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         ]
         raise ConfigError(problems) from None
     path = args.config or settings.watcher_config
@@ -245,6 +249,19 @@ def _remote(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``run-watcher`` console script."""
     args = build_parser().parse_args(argv)
+    from watcher.daemon.logging import SCRUBBER, ScrubbedStream
+
+    # Everything the CLI prints passes the scrubber: tables, errors, test-notify results.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = ScrubbedStream(stdout, SCRUBBER)
+    sys.stderr = ScrubbedStream(stderr, SCRUBBER)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(args: argparse.Namespace) -> int:
     from watcher.config.loader import ConfigError
     from watcher.daemon.logging import configure_logging
 

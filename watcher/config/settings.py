@@ -129,6 +129,19 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (try: openssl rand -hex 32)")
         return value
 
+    @field_validator("parallel_api_key", "trigger_secret_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty or damaged key would fail later as an illegal HTTP header value.
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key:
+            raise ValueError("is set but empty; set the key, or unset the variable")
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in key):
+            raise ValueError("holds spaces or control characters; an API key is one token")
+        return SecretStr(key)
+
     @field_validator("parallel_base_url", "trigger_api_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:

@@ -122,7 +122,10 @@ def build_channels(
             if fingerprint in existing:
                 channels.append(existing.pop(fingerprint))
                 continue
-            SCRUBBER.add(url_secrets(url))
+            # Registered before the notifier exists: its URL may fail to parse, and the
+            # error must not echo it.
+            secrets = url_secrets(url)
+            SCRUBBER.add(secrets)
             notifier = AppriseNotifier(
                 url,
                 timeout=d.timeout,
@@ -130,6 +133,11 @@ def build_channels(
                 name=cfg.name,
                 scrub=SCRUBBER.text,
             )
+            # The whole URL is registered in case a secret hides where the heuristics
+            # do not look; when apprise's private form shows it whole, it holds none of
+            # apprise's secrets, and masking it would hide the notifier's name.
+            if url in notifier.private_url:
+                SCRUBBER.discard([url])
         except ValueError as exc:
             problems.append(f"{source}: notifiers[{index}].url: {exc}")
             continue

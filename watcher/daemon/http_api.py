@@ -37,6 +37,7 @@ from watcher.core.watch import DiscoveryState, WatchState, describe
 from watcher.daemon.api_errors import Rejected
 from watcher.daemon.api_silences import parse_silence_request
 from watcher.daemon.api_watches import parse_watch_request
+from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.metrics import CONTENT_TYPE, watch_state
 from watcher.http_server import Request, Response, json_response
 
@@ -51,7 +52,9 @@ MAX_REQUEST_BODY = 64 * 1024
 
 
 def _json(status: int, payload: object) -> Response:
-    return json_response(status, json.dumps(payload, separators=(",", ":")).encode())
+    # Every answer passes the scrubber: a watch's problem may quote an upstream body.
+    text = json.dumps(SCRUBBER.value(payload), separators=(",", ":"))
+    return json_response(status, text.encode())
 
 
 def _problem(status: int, *problems: str) -> Response:
@@ -151,7 +154,8 @@ class ControlApi:
         metrics = self.daemon.metrics
         if metrics is None:  # pragma: no cover - the server starts with the metrics
             return _problem(503, "metrics not ready")
-        return Response(200, [("content-type", CONTENT_TYPE)], metrics.render())
+        body = SCRUBBER.text(metrics.render().decode())
+        return Response(200, [("content-type", CONTENT_TYPE)], body.encode())
 
     # -- watches --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ and their token parts) wherever it appears.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -14,7 +15,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["SCRUBBER", "Scrubber", "configure_logging"]
+__all__ = ["SCRUBBER", "ScrubbedStream", "Scrubber", "configure_logging"]
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -29,6 +30,11 @@ class Scrubber:
         """Register more secrets; longest first so that parts do not leave tails."""
         new = {s for s in secrets if s and len(s) >= 4}
         self._secrets = sorted(set(self._secrets) | new, key=len, reverse=True)
+
+    def discard(self, values: Iterable[str]) -> None:
+        """Forget ``values``: they turned out not to be secret."""
+        gone = set(values)
+        self._secrets = [s for s in self._secrets if s not in gone]
 
     def clear(self) -> None:
         """Forget every secret (tests)."""
@@ -65,6 +71,36 @@ class Scrubber:
 
 
 SCRUBBER = Scrubber()
+
+
+class ScrubbedStream(io.TextIOBase):
+    """A text stream that masks registered secrets in everything written to it."""
+
+    def __init__(self, stream: TextIO, scrubber: Scrubber) -> None:
+        self._stream = stream
+        self._scrubber = scrubber
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with its secrets masked (returns the length given, as callers expect)."""
+        self._stream.write(self._scrubber.text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the wrapped stream."""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the wrapped stream is a terminal (colour and format choices)."""
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        """The wrapped stream's descriptor."""
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """The wrapped stream's encoding."""
+        return self._stream.encoding
 
 
 def _render_exception_then_scrub(
@@ -114,11 +150,13 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # httpx logs every request at INFO; apprise's own log is captured per send
-    # in its AppriseResult and reported by the dispatcher.
-    for noisy, floor in (
-        ("httpx", logging.WARNING),
-        ("httpcore", logging.WARNING),
-        ("apprise", logging.CRITICAL),
-    ):
-        logging.getLogger(noisy).setLevel(max(floor, numeric))
+    # httpx logs every request at INFO.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, numeric))
+    # apprise's own log says why a send failed (connection refused, the HTTP status a
+    # webhook answered, what the SMTP server refused). Its per-send capture is a
+    # handler on this logger, so the logger must let DEBUG through; the records are
+    # not propagated: the notifier reports them, scrubbed, with each failed send.
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.setLevel(logging.DEBUG)
+    apprise_log.propagate = False

@@ -13,6 +13,7 @@ event id, with capped, jittered backoff.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -148,7 +149,7 @@ class GroupStreams:
     async def _serve(self, rt: WatchRuntime) -> None:
         failures = 0
         while self._active(rt):
-            follower = _Follower(self.watcher, rt)
+            follower = _Follower(self.watcher, rt, self.client.events.scrub)
             self.connects += 1
             try:
                 end = await self.client.follow_group_events(
@@ -207,9 +208,10 @@ class GroupStreams:
 class _Follower:
     """Parses a group's events and applies them through the watcher, as polls would."""
 
-    def __init__(self, watcher: Watcher, rt: WatchRuntime) -> None:
+    def __init__(self, watcher: Watcher, rt: WatchRuntime, scrub: Callable[[str], str]) -> None:
         self.watcher = watcher
         self.rt = rt
+        self.scrub = scrub
         self.buffer = StreamBuffer()
         self.error: Problem | None = None
         self.what = f"events stream of {rt.key}"
@@ -229,7 +231,7 @@ class _Follower:
         try:
             parsed = parse_group_event(sse.data, self.what, rt.subject_id)
         except StreamErrorEvent as exc:
-            self.error = Problem(ProblemKind.UNREACHABLE, str(exc))
+            self.error = Problem(ProblemKind.UNREACHABLE, self.scrub(str(exc)))
             return True
         except ResponseShapeError as exc:
             log.warning("group event not understood; skipped", watch=rt.key, error=str(exc))

@@ -7,8 +7,9 @@ apprise 2.x's ``AppriseResult``; only the private form of the URL is ever shown.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,6 +86,25 @@ def url_secrets(url: str) -> list[str]:
     return secrets
 
 
+_REASON_DEBUG = ("exception", "error", "refused", "reset", "timed out", "timeout", "response")
+
+
+def failure_reason(entries: Iterable[Any]) -> str:
+    """Why a service failed, from apprise's log of the send: its warnings and errors,
+    and the debug lines that carry the underlying error (``Socket Exception: ...
+    Connection refused``, the SMTP server's answer). The last three, deduplicated."""
+    lines: list[str] = []
+    for entry in entries:
+        text = " ".join(str(entry.message).split())
+        if not text or text in lines:
+            continue
+        if entry.level in ("ERROR", "WARNING") or (
+            entry.level == "DEBUG" and any(word in text.lower() for word in _REASON_DEBUG)
+        ):
+            lines.append(text)
+    return "; ".join(lines[-3:])
+
+
 class AppriseNotifier:
     """One apprise URL, sent to in a worker thread with apprise's own timeout."""
 
@@ -133,15 +153,16 @@ class AppriseNotifier:
             notify_type=message.severity.value,
             body_format=message.body_format,
             timeout=self._timeout,
+            # DEBUG: the socket or SMTP error a plugin logs under its warning.
+            log_level=logging.DEBUG,
         )
         with result:
             ok = bool(result)
             notes = []
             for service in result:
-                logs = [e.message for e in service.logs() if e.level in ("ERROR", "WARNING")]
                 note = f"{service.name}: {service.status.name}"
-                if logs and not service:
-                    note += f" ({'; '.join(logs[-2:])})"
+                if not service and (why := failure_reason(service.logs())):
+                    note += f" ({why})"
                 notes.append(note)
             detail = self._scrub("; ".join(notes) or result.status.name)
             return DeliveryResult(ok, result.status.name, detail[:500], time.monotonic() - started)

@@ -213,11 +213,7 @@ class NotifierChannel:
             if route is not None:
                 s = route.settings
                 spec = TemplateSpec(s.title_template, s.body_template, s.body_format)
-            message = self.renderer.render(events, spec)
-            scrubbed = replace(
-                message, title=self.scrub(message.title), body=self.scrub(message.body)
-            )
-            return [(scrubbed, list(events))]
+            return [(self._scrubbed(self.renderer.render(events, spec)), list(events))]
         chunks: list[list[Event]] = [[]]
         size = 0
         for event in events:
@@ -229,9 +225,12 @@ class NotifierChannel:
             size += length
         out = []
         for chunk in chunks:
-            message = self.renderer.render(chunk)
-            out.append((replace(message, body=self.scrub(message.body)), chunk))
+            out.append((self._scrubbed(self.renderer.render(chunk)), chunk))
         return out
+
+    def _scrubbed(self, message: Message) -> Message:
+        """``message`` with every registered secret masked, title and body."""
+        return replace(message, title=self.scrub(message.title), body=self.scrub(message.body))
 
     async def _send(self, batches: list[Batch[Event, RouteNode]]) -> None:
         if len(batches) == 1:

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import anyio
@@ -145,6 +145,19 @@ def _transport_problem(exc: Exception, what: str, total: float) -> Problem:
     return Problem(ProblemKind.UNREACHABLE, f"{what}: {text}")
 
 
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def _credentials(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The secret header values a client sends, bare tokens too, longest first."""
+    found: set[str] = set()
+    for name in _CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if value:
+            found.update(v for v in (value, value.split(" ", 1)[-1]) if len(v) >= 4)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 class Upstream:
     """Requests to one API through its shared client and gate."""
 
@@ -164,6 +177,15 @@ class Upstream:
         self._epoch = epoch
         self.responses: dict[int, int] = {}
         self.observer: RequestObserver | None = None
+        self._credentials = _credentials(client.headers)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this API's credentials: an error body may echo the key sent
+        (``Invalid API key <key>``), and problems are shown by the CLI, the HTTP API and
+        notifications, not only logs."""
+        for secret in self._credentials:
+            text = text.replace(secret, "***")
+        return text
 
     @contextmanager
     def _measured(self) -> Iterator[list[str]]:
@@ -194,7 +216,8 @@ class Upstream:
         if response.status_code == 429:
             # The SDK's own rule: wait for the reset, plus up to a second of jitter upstream.
             self.gate.block(wait if wait is not None else 1.0)
-        return SourceError(classify_status(response.status_code, what, body, wait))
+        problem = classify_status(response.status_code, what, body, wait)
+        return SourceError(replace(problem, message=self.scrub(problem.message)))
 
     async def get_json(self, path: str, params: Mapping[str, str], ticket: Ticket) -> Any:
         """GET ``path`` and return its JSON body."""

@@ -114,6 +114,6 @@ class ParallelClient:
             path, params, ticket, max_events=self.max_stream_events, enough=take
         )
         if stream_error is not None and not runs:
-            raise SourceError(Problem(ProblemKind.UNREACHABLE, stream_error))
+            raise SourceError(Problem(ProblemKind.UNREACHABLE, self.upstream.scrub(stream_error)))
         complete = not read.truncated and read.problem is None and stream_error is None
         return FailedRunsRead(tuple(runs), cursor, complete=complete)
