@@ -76,12 +76,22 @@ class HttpServer:
         port: int = 0,
         *,
         max_body: int = _MAX_BODY,
+        max_connections: int = 256,
+        head_timeout: float = _IDLE_TIMEOUT,
     ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.max_body = max_body
+        self.max_connections = max_connections
+        """Connections served at once; more are closed at once (file descriptors are the
+        poller's too)."""
+        self.head_timeout = head_timeout
+        """Each request must arrive whole within this long of its first byte being
+        awaited: a client that trickles a request cannot hold a connection."""
         self.requests = 0
+        self.open_connections = 0
+        self.refused_connections = 0
 
     @property
     def url(self) -> str:
@@ -98,11 +108,24 @@ class HttpServer:
             await listener.serve(self._connection)
 
     async def _connection(self, stream: SocketStream) -> None:
+        if self.open_connections >= self.max_connections:
+            self.refused_connections += 1
+            await stream.aclose()
+            return
+        self.open_connections += 1
+        try:
+            await self._serve_connection(stream)
+        finally:
+            self.open_connections -= 1
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         async with stream:
             try:
                 while True:
-                    request = await self._read_request(stream, conn)
+                    request: Request | Response | None = None
+                    with anyio.move_on_after(self.head_timeout):
+                        request = await self._read_request(stream, conn)
                     if request is None:
                         return
                     self.requests += 1
@@ -110,7 +133,7 @@ class HttpServer:
                         await self._send(stream, conn, request)
                         return
                     response = await self.handler(request)
-                    keep = await self._send(stream, conn, response)
+                    keep = await self._send(stream, conn, response, head=request.method == "HEAD")
                     if (
                         not keep
                         or conn.our_state is not h11.DONE
@@ -168,7 +191,9 @@ class HttpServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _send(self, stream: SocketStream, conn: h11.Connection, response: Response) -> bool:
+    async def _send(
+        self, stream: SocketStream, conn: h11.Connection, response: Response, *, head: bool = False
+    ) -> bool:
         if response.hang:
             await anyio.sleep(math.inf)
         headers = [(k.encode(), v.encode()) for k, v in response.headers]
@@ -176,6 +201,10 @@ class HttpServer:
         if response.stream is None and "content-length" not in names:
             headers.append((b"content-length", str(len(response.body)).encode()))
         await stream.send(conn.send(h11.Response(status_code=response.status, headers=headers)))
+        if head:
+            # The headers a GET would carry, no body; the connection stays usable.
+            await stream.send(conn.send(h11.EndOfMessage()))
+            return True
         if response.stream is not None:
             try:
                 async for chunk in response.stream:

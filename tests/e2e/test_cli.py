@@ -283,6 +283,7 @@ async def test_sighup_reloads_and_the_state_file_comes_from_the_environment(
     world.add_trigger_run("run_one", "deploy", "EXECUTING")
     world.add_trigger_run("run_two", "deploy", "EXECUTING")
     state = tmp_path / "state" / "state.db"
+    state.parent.mkdir()  # as systemd's StateDirectory= does: the daemon does not create it
     async with simulator_and_receiver(world) as (sim, receiver):
         base = {
             "polling": {"min_interval": "200ms", "max_interval": "1s"},
@@ -399,3 +400,47 @@ def test_routes_show_and_test(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "'fatal' is not a valid Severity" in bad.stderr
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        check=False,
+        timeout=60,
+    )
+
+
+def test_run_with_its_http_port_in_use_exits_2_naming_the_address(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(tmp_path, {"http": {"listen": f"127.0.0.1:{port}"}})
+        proc = run_cli("run", "--config", str(path))
+    assert proc.returncode == 2
+    assert f"http.listen 127.0.0.1:{port}: cannot listen: Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_input_is_named_precisely(tmp_path: Path) -> None:
+    path = write(tmp_path, {"watches": [{"type": "trigger_run", "id": "run_a"}]})
+    empty_key = run_cli("check-config", "--config", str(path), env=clean_env(TRIGGER_SECRET_KEY=""))
+    assert empty_key.returncode == 2
+    assert "environment TRIGGER_SECRET_KEY: is set but empty" in empty_key.stderr
+    typo = run_cli(
+        "routes", "test", "--config", str(path), "--event", "{kind: run.retrying, serverity: failure}",
+        env=clean_env(TRIGGER_SECRET_KEY="tr_dev_x"),
+    )  # fmt: skip
+    assert typo.returncode == 2
+    assert "event.serverity: unknown key" in typo.stderr
+    nowhere = write(tmp_path, {"state_file": str(tmp_path / "no-such-dir" / "state.db")})
+    state = run_cli("check-config", "--config", str(nowhere))
+    assert state.returncode == 2
+    assert f"state_file: {tmp_path}/no-such-dir/state.db: directory" in state.stderr
+    assert "does not exist; create it" in state.stderr
+    assert not (tmp_path / "no-such-dir").exists()

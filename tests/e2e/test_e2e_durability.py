@@ -16,6 +16,7 @@ from harness import make_config, run_daemon
 
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
+from watcher.daemon.state import StateStore
 from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi
 from watcher.simulator.receiver import WebhookReceiver
@@ -318,3 +319,28 @@ async def test_state_file_holds_no_secret(tmp_path: Path) -> None:
     assert b"run_a" in raw  # the event is in there ...
     for secret in (b"pk-SECRET-IN-STATE-1", b"tr_prod_SECRET-IN-STATE-2", b"SECRET-IN-STATE-3"):
         assert secret not in raw  # ... and no secret is
+
+
+def quarantined(folder: Path) -> tuple[Path, bytes]:
+    """The one damaged file moved aside in ``folder``, and what it holds."""
+    (moved,) = folder.glob("state.db.corrupt-*")
+    return moved, moved.read_bytes()
+
+
+async def test_a_damaged_state_file_is_moved_aside_and_said_so(tmp_path: Path) -> None:
+    world = world_for_restart()
+    async with stage(tmp_path, world) as st:
+        st.state.write_bytes(b"not a database at all" * 200)
+        daemon = st.daemon(WATCHES)
+        async with run_daemon(daemon):
+            events = await st.events_until(
+                lambda evs: any(e["kind"] == "state.unavailable" for e in evs)
+            )
+            world.set_trigger_run("run_a", "FAILED", "after the fresh start")
+            events = await st.events_until(lambda evs: any(e["subject_id"] == "run_a" for e in evs))
+    moved, kept = quarantined(tmp_path)
+    assert kept.startswith(b"not a database at all")
+    (notice,) = [e for e in events if e["kind"] == "state.unavailable"]
+    assert notice["details"]["moved_to"] == str(moved)
+    assert "damaged" in notice["details"]["error"]
+    assert StateStore(st.state).path.exists()  # the fresh file, in use

@@ -7,7 +7,7 @@ import pytest
 from harness import receivers, running
 from smtp_receiver import MailBox, smtp_server
 
-from watcher.simulator.world import World
+from watcher.simulator.world import Fault, World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -227,3 +227,34 @@ async def test_form_receiver_gets_title_body_and_type(tmp_path: object) -> None:
     assert received.title == "[CRASHED] send-invoice run_f"
     assert received.message == "run_f is CRASHED (billing)"
     assert received.payload["type"] == "failure"
+
+
+async def test_a_provider_outage_is_one_message_and_one_recovery() -> None:
+    """Every watch of a provider that goes down loses sight at once: one message naming
+    them, then one when they see again, not one per watch."""
+    runs = [f"run_out{i}" for i in range(4)]
+
+    def setup(w: World) -> None:
+        for run_id in runs:
+            w.add_trigger_run(run_id, "t", "EXECUTING")
+
+    async with running(
+        [{"type": "trigger_run", "id": r, "name": f"job-{r[-1]}"} for r in runs],
+        setup=setup,
+        fmt="text",
+        notifications={"group_wait": "1s", "group_interval": "5s"},
+        polling={"error_threshold": 1},
+    ) as env:
+        env.world.add_fault(Fault(match="/api/v3/runs/", status=503))
+        with anyio.fail_after(20):
+            await env.receiver.wait_until(lambda rs: any("cannot see" in r.title for r in rs))
+        env.world.clear_faults()
+        with anyio.fail_after(20):
+            await env.receiver.wait_until(lambda rs: any("watching again" in r.title for r in rs))
+    titles = [r.title for r in env.receiver.received]
+    (down,) = [t for t in titles if "cannot see" in t]
+    (back,) = [t for t in titles if "watching again" in t]
+    assert down.startswith("[WATCH UNREACHABLE] Trigger.dev: 4 watches cannot see upstream:")
+    assert all(f"job-{i}" in down for i in range(4))
+    assert back.startswith("[RECOVERED] Trigger.dev: 4 watches watching again:")
+    assert len(titles) == 2

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from harness import Env, running
 
+from watcher.config.model import ParallelTaskRunWatch
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -160,3 +161,58 @@ async def test_discovery_finds_an_old_run_failing_deep_in_the_list() -> None:
     ]
     assert events[0]["details"]["error"] == "found it"
     assert pages_per_pass >= 6  # 251 runs at 50 a page, at least one full pass
+
+
+async def test_overlapping_watches_make_one_alert_per_change() -> None:
+    """A run covered by a trigger_run and a trigger_runs filter, and a Parallel run
+    covered by its own watch and its group's: each change is one event, carrying every
+    covering watch, and a silence on one watch's label stops it."""
+
+    def overlap(world: World) -> None:
+        world.add_trigger_run("run_both", "charge", "EXECUTING", tags=["prod"])
+        world.add_trigger_run("run_muted", "charge", "EXECUTING", tags=["prod"])
+        world.add_group("tgrp_both", 3, status="running")
+
+    watches: list[dict[str, Any]] = [
+        {"type": "trigger_run", "id": "run_both", "name": "charge", "labels": {"team": "billing"}},
+        {"type": "trigger_run", "id": "run_muted", "labels": {"mute": "yes"}},
+        {
+            "type": "trigger_runs",
+            "id": "prod-failures",
+            "filter": {"status": ["FAILED"], "tag": ["prod"]},
+            "labels": {"team": "ops", "env": "prod"},
+        },
+        {"type": "parallel_task_group", "id": "tgrp_both", "name": "nightly", "mode": "poll"},
+    ]
+    async with running(
+        watches, setup=overlap, silences=[{"name": "muted", "match": {"labels.mute": "yes"}}]
+    ) as env:
+        w = env.world
+        (member,) = w.group_runs("tgrp_both")[:1]
+        watches.append({"type": "parallel_task_run", "id": member, "name": "member"})
+        assert env.daemon.watcher is not None
+        env.daemon.watcher.add(ParallelTaskRunWatch.model_validate(watches[-1]))
+        await env.settle(0.6)  # its baseline
+        w.set_trigger_run("run_both", "FAILED", "card declined")
+        w.set_trigger_run("run_muted", "FAILED", "also declined")
+        w.set_parallel_run(member, "failed", "source down")
+        events = await env.wait_until(
+            lambda es: {e["subject_id"] for e in es} >= {"run_both", member}
+        )
+        events = await env.settle(1.5)  # every watch has polled after the changes
+    by_subject = Counter(e["subject_id"] for e in events)
+    assert by_subject["run_both"] == 1
+    assert by_subject[member] == 1
+    assert by_subject["run_muted"] == 0  # silenced by one covering watch's label
+    (both,) = [e for e in events if e["subject_id"] == "run_both"]
+    assert both["watch"]["id"] == "run_both"  # the most precise watch speaks
+    assert both["watch"]["labels"] == {"team": "billing", "env": "prod"}
+    assert [x["key"] for x in both["details"]["watches"]] == [
+        "trigger_run:run_both",
+        "trigger_runs:prod-failures",
+    ]
+    (run,) = [e for e in events if e["subject_id"] == member]
+    assert {x["key"] for x in run["details"]["watches"]} == {
+        f"parallel_task_run:{member}",
+        "parallel_task_group:tgrp_both",
+    }

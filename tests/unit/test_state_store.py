@@ -33,6 +33,7 @@ NOW = datetime(2026, 11, 22, 10, tzinfo=UTC)
 
 
 def store(tmp_path: Path) -> StateStore:
+    (tmp_path / "sub").mkdir(exist_ok=True)
     s = StateStore(tmp_path / "sub" / "state.db")
     s.open()
     return s
@@ -129,12 +130,39 @@ def test_full_and_read_only_files_fail_with_a_named_error_and_keep_old_data(tmp_
 
 def test_unopenable_file_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
-    with pytest.raises(StateError, match="cannot open the state file"):
+    with pytest.raises(StateError, match="not a regular file"):
         StateStore(tmp_path / "dir").open()
-    bad = tmp_path / "garbage.db"
-    bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StateError):
-        StateStore(bad).open()
+    # A missing directory is not created: a typo must not keep state somewhere unwatched.
+    with pytest.raises(StateError, match=r"directory .*/missing does not exist; create it"):
+        StateStore(tmp_path / "missing" / "state.db").open()
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_damaged_file_is_moved_aside_and_a_fresh_one_started(tmp_path: Path) -> None:
+    bad = tmp_path / "state.db"
+    garbage = b"this is not sqlite" * 100
+    bad.write_bytes(garbage)
+    s = StateStore(bad, now=lambda: NOW)
+    s.open()
+    moved = tmp_path / "state.db.corrupt-20261122T100000Z"
+    assert s.quarantined == moved
+    assert moved.read_bytes() == garbage  # kept for a post-mortem
+    s.commit([WatchWrite("w", "s", {"a": 1})], now=1.0)
+    assert s.load().watches["w"][2] == {"a": 1}
+    s.close()
+    # A file damaged inside (a page overwritten) fails the integrity check the same way.
+    good = tmp_path / "other.db"
+    t = StateStore(good)
+    t.open()
+    t.commit([WatchWrite(f"w{i}", "s", {"pad": "x" * 3000}) for i in range(20)], now=1.0)
+    t.close()
+    data = bytearray(good.read_bytes())
+    data[4096 * 2 : 4096 * 3] = b"\xff" * 4096
+    good.write_bytes(bytes(data))
+    u = StateStore(good, now=lambda: NOW)
+    u.open()
+    assert u.quarantined == tmp_path / "other.db.corrupt-20261122T100000Z"
+    assert u.load().watches == {}
 
 
 def test_event_codec_keeps_the_cause() -> None:

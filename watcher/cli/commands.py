@@ -10,10 +10,12 @@ import anyio
 
 from watcher.cli.main import EXIT_FAILED, EXIT_OK
 from watcher.cli.table import table
+from watcher.config.loader import ConfigError
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.core.statuses import Severity
 from watcher.daemon.app import Daemon, build_channels, check_credentials
+from watcher.daemon.state import state_file_problem
 from watcher.notify.render import Message
 
 __all__ = ["check_config", "once", "run", "test_notify"]
@@ -23,6 +25,8 @@ def check_config(config: WatcherConfig, settings: Settings, args: argparse.Names
     """Validate everything ``run`` would validate before it starts polling."""
     check_credentials(config, settings)
     slots = build_channels(config, source=str(args.config or settings.watcher_config))
+    if config.state_file is not None and (problem := state_file_problem(config.state_file)):
+        raise ConfigError([f"state_file: {problem}"])
     types = Counter(w.type for w in config.watches)
     print(f"config OK: {len(config.watches)} watches", end="")
     if types:
@@ -93,5 +97,28 @@ def test_notify(config: WatcherConfig, tags: list[str]) -> int:
 def run(config: WatcherConfig, settings: Settings, config_path: Path) -> int:
     """Run the daemon until a signal stops it; SIGHUP re-reads ``config_path``."""
     daemon = Daemon(config, settings, config_path=config_path)
-    anyio.run(daemon.run)
+    try:
+        anyio.run(daemon.run)
+    except BaseExceptionGroup as group:
+        # A ConfigError raised inside the daemon's task group (the HTTP port in use,
+        # say) reaches the user as its message and exit 2, not as a traceback.
+        config_errors, rest = group.split(ConfigError)
+        if config_errors is None or rest is not None:
+            raise
+        raise ConfigError(
+            [
+                p
+                for exc in _leaves(config_errors)
+                if isinstance(exc, ConfigError)
+                for p in exc.problems
+            ]
+        ) from None
     return EXIT_OK
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of a (nested) group."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out

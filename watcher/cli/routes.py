@@ -73,8 +73,31 @@ def show(config: WatcherConfig) -> int:
     return 0
 
 
+_EVENT_KEYS = frozenset(
+    {"kind", "severity", "source", "watch", "subject_id", "from_status", "to_status", "status"}
+    | {"details"}
+)
+_WATCH_KEYS = frozenset({"type", "id", "name", "labels"})
+
+
 def event_from_mapping(data: Mapping[str, Any]) -> Event:
-    """An event from a partial description (fields of the documented JSON shape)."""
+    """An event from a partial description (fields of the documented JSON shape).
+
+    Unknown keys are refused, as the config loader refuses them: a misspelt
+    ``serverity`` must not silently test a different event.
+    """
+    unknown = [f"event.{k}" for k in data if k not in _EVENT_KEYS]
+    watch_part = data.get("watch")
+    if isinstance(watch_part, Mapping):
+        unknown += [f"event.watch.{k}" for k in watch_part if k not in _WATCH_KEYS]
+    if unknown:
+        raise ConfigError(
+            [
+                f"{key}: unknown key (known: {', '.join(sorted(_EVENT_KEYS))}; "
+                f"watch: {', '.join(sorted(_WATCH_KEYS))})"
+                for key in unknown
+            ]
+        )
     try:
         watch_data = dict(data.get("watch") or {})
         watch_type = WatchType(watch_data.get("type", "trigger_run"))

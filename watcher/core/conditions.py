@@ -88,9 +88,13 @@ def _closes(event: Event) -> list[str]:
         case EventKind.WATCH_RECOVERED:
             return [f"{watch}#watch"]
         case EventKind.RUN_STATUS_CHANGED | EventKind.RUN_RETRYING:
-            keys = [f"{watch}#{event.subject_id}#stuck"]
-            if event.to_status != ParallelStatus.ACTION_REQUIRED:
-                keys.append(f"{watch}#{event.subject_id}#action_required")
+            # A shared change closes what it opened under each watch that covers the run.
+            watches = [watch, *(str(w["key"]) for w in event.details.get("watches", ()))]
+            keys = []
+            for key in dict.fromkeys(watches):
+                keys.append(f"{key}#{event.subject_id}#stuck")
+                if event.to_status != ParallelStatus.ACTION_REQUIRED:
+                    keys.append(f"{key}#{event.subject_id}#action_required")
             return keys
         case EventKind.GROUP_FINISHED:
             return [f"{watch}#{event.subject_id}#failing"]

@@ -14,10 +14,29 @@ from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_i
 from watcher.core.snapshots import GroupObservation, GroupSnapshot, RunSnapshot
 from watcher.core.statuses import ParallelStatus, Severity, Source, TriggerStatus, classify
 
-__all__ = ["counts_delta", "diff_group", "diff_run", "group_state", "link", "retry_attempt"]
+__all__ = [
+    "change_id",
+    "counts_delta",
+    "diff_group",
+    "diff_run",
+    "group_state",
+    "link",
+    "retry_attempt",
+]
 
 FAILED = ParallelStatus.FAILED.value
 REATTEMPTING = TriggerStatus.REATTEMPTING.value
+
+
+def change_id(source: Source, run_id: str, status: str, upstream_at: str | None) -> str:
+    """The id of a run reaching ``status`` at the provider's ``upstream_at``.
+
+    Identified by the run, where it went and when upstream says it did; not by where it
+    came from (two replicas that polled at different moments, stream and poll modes,
+    agree) nor by the watch that saw it (a ``trigger_run`` and a ``trigger_runs`` filter,
+    or a group and a ``parallel_task_run`` watch, covering one run agree: one alert).
+    """
+    return make_event_id(source, run_id, "status", status, upstream_at)
 
 
 def link(url_template: str | None, subject_id: str) -> str | None:
@@ -93,9 +112,9 @@ def _retry_event(
         details["attempt"] = attempt
         if previous.attempt is not None:
             details["previous_attempt"] = previous.attempt
-    # One id per retried attempt, whichever API version or poll timing showed it.
+    # One id per retried attempt, whichever API version, poll timing or watch showed it.
     event_id = make_event_id(
-        watch.key,
+        current.source,
         current.run_id,
         EventKind.RUN_RETRYING,
         attempt if attempt is not True else current.updated_at,
@@ -140,16 +159,7 @@ def diff_run(
     if from_status == current.status:
         return []
     info = classify(current.source, current.status)
-    # Identified by where the run went and when upstream says it did, not by where
-    # it came from: two watchers that polled at different moments (an HA pair, stream
-    # and poll modes) give the same id to the same upstream change.
-    event_id = make_event_id(
-        watch.key,
-        current.run_id,
-        EventKind.RUN_STATUS_CHANGED,
-        current.status,
-        current.updated_at,
-    )
+    event_id = change_id(current.source, current.run_id, current.status, current.updated_at)
     details = _run_details(current)
     if not info.known:
         details["unknown_status"] = True
@@ -327,9 +337,8 @@ def _failed_run_events(
             details["error"] = run.error_message
         events.append(
             Event(
-                event_id=make_event_id(
-                    watch.key, run.run_id, EventKind.GROUP_RUNS_FAILED, FAILED, run.modified_at
-                ),
+                # The run's own failure: the same id as a parallel_task_run watch gives it.
+                event_id=change_id(Source.PARALLEL, run.run_id, FAILED, run.modified_at),
                 kind=EventKind.GROUP_RUNS_FAILED,
                 severity=Severity.FAILURE,
                 source=Source.PARALLEL,

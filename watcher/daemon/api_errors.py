@@ -23,6 +23,9 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         data = json.loads(body)
     except ValueError as exc:
         raise Rejected(400, [f"body is not JSON: {exc}"]) from None
+    except RecursionError:
+        # json's parser recurses per level: a deeply nested body must not be a 500.
+        raise Rejected(400, ["body is not usable JSON: nested too deeply"]) from None
     if not isinstance(data, dict):
         raise Rejected(400, [f"body must be a JSON object: {what}"])
     return data

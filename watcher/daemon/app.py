@@ -216,6 +216,26 @@ class Daemon:
             )
         await self.dispatcher.broadcast(event)
 
+    async def _announce_fresh_start(self, moved_to: Path) -> None:
+        """The state file was damaged and moved aside: what it held is lost; say so."""
+        now = self.clock.wall()
+        event = watcher_event(
+            EventKind.STATE_UNAVAILABLE,
+            Severity.WARNING,
+            str(self.config.state_file),
+            now,
+            {
+                "from": "damaged",
+                "to": "fresh",
+                "error": f"the state file was damaged; moved aside to {moved_to}",
+                "moved_to": str(moved_to),
+                "message": "started with an empty state: notifications pending before the "
+                "restart, and the baseline of each watch, are lost",
+            },
+            now.isoformat(),
+        )
+        await self.dispatcher.broadcast(event)
+
     # -- start -------------------------------------------------------------------------------
 
     async def _build(self, stack: AsyncExitStack, *, publish: bool = True) -> Watcher:
@@ -370,6 +390,8 @@ class Daemon:
                 )
                 if self.durability.enabled and not self.durability.healthy:
                     await self._announce_durability()
+                if self.durability.store is not None and self.durability.store.quarantined:
+                    await self._announce_fresh_start(self.durability.store.quarantined)
                 async with anyio.create_task_group() as polling:
                     for scheduler in watcher.schedulers.values():
                         await polling.start(scheduler.run)
@@ -451,7 +473,7 @@ class Daemon:
                 "WATCHER_API_TOKEN is not set",
                 listen=self.config.http.listen,
             )
-        server = HttpServer(api.handle, host, port, max_body=MAX_REQUEST_BODY)
+        server = HttpServer(api.handle, host, port, max_body=MAX_REQUEST_BODY, head_timeout=10.0)
         try:
             await root.start(server.serve)
         except OSError as exc:

@@ -61,6 +61,12 @@ class Durability:
         except StateError as exc:
             self._failed(exc)
             return Stored()
+        if self.store.quarantined is not None:
+            log.warning(
+                "state file damaged: moved aside, starting fresh",
+                path=str(self.store.path),
+                moved_to=str(self.store.quarantined),
+            )
         log.info(
             "state file opened",
             path=str(self.store.path),

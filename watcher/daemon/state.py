@@ -18,8 +18,9 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,30 @@ class Stored:
     """Silences added through the HTTP API, as entries of ``silences``."""
 
 
+def state_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the state file, or None: its directory must exist (the
+    daemon does not create it: a typo would silently keep state somewhere unwatched)
+    and be writable, as must the file if it exists."""
+    parent = path.parent
+    if not parent.is_dir():
+        return (
+            f"{path}: directory {parent} does not exist; create it "
+            "(the systemd unit's StateDirectory= does)"
+        )
+    if path.exists():
+        if not path.is_file():
+            return f"{path}: not a regular file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"{path}: not readable and writable by this user"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path}: directory {parent} is not writable by this user (SQLite needs its journal there)"
+    return None
+
+
 def _create_private(path: Path) -> None:
     """Create the file 0600 before SQLite opens it (SQLite would honour the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if (problem := state_file_problem(path)) is not None:
+        raise StateError(problem)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -106,23 +128,69 @@ def _create_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+class _Damaged(Exception):
+    """The file is not a usable SQLite database."""
+
+
 class StateStore:
     """Synchronous SQLite access; use :meth:`call` from async code."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        self._now = now
+        self.quarantined: Path | None = None
+        """Where a damaged state file was moved before a fresh one was started."""
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open (creating it 0600) and prepare the schema."""
+        """Open (creating it 0600) and prepare the schema.
+
+        A file that is not a database, or fails SQLite's integrity check, is moved
+        aside (``<name>.corrupt-<time>``, with its journal) and a fresh one started:
+        the daemon keeps watching, and says where the old file went.
+        """
+        try:
+            self._open()
+        except _Damaged as damaged:
+            self.quarantined = self._move_aside()
+            try:
+                self._open()
+            except _Damaged:
+                raise StateError(
+                    f"{self.path}: cannot start a fresh state file: {damaged}"
+                ) from None
+            return
+
+    def _move_aside(self) -> Path:
+        stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, target)
+            for suffix in ("-wal", "-shm"):
+                sidecar = Path(f"{self.path}{suffix}")
+                if sidecar.exists():
+                    os.replace(sidecar, Path(f"{target}{suffix}"))
+        except OSError as exc:
+            raise StateError(
+                f"{self.path}: damaged, and cannot be moved aside: {exc.strerror or exc}"
+            ) from None
+        return target
+
+    def _open(self) -> None:
         try:
             _create_private(self.path)
             db = sqlite3.connect(
                 self.path, check_same_thread=False, timeout=5.0, isolation_level=None
             )
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                db.close()
+                raise _Damaged(f"integrity check: {check[0] if check else 'no answer'}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
@@ -132,6 +200,10 @@ class StateStore:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise StateError(f"{self.path}: state file schema {row[0]} is not {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, unreadable: not damage
+                raise StateError(f"{self.path}: cannot open the state file: {exc}") from None
+            raise _Damaged(str(exc)) from None
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"{self.path}: cannot open the state file: {exc}") from None
         self._db = db

@@ -43,6 +43,8 @@ log = structlog.get_logger("watcher.stream")
 
 _MAX_FAILURES = 3
 _MAX_BACKOFF = 30.0
+_TRANSIENT_RETRY = 30.0
+"""After a stream failed for a passing reason, poll at most this long before retrying it."""
 
 
 def may_stream(watch: object) -> bool:
@@ -194,14 +196,19 @@ class GroupStreams:
 
     def _fall_back(self, rt: WatchRuntime, problem: Problem | None) -> None:
         self.fallbacks += 1
-        rt.stream_retry_at = self.clock.now() + self.config.stream_retry_after
+        wait = self.config.stream_retry_after
+        if problem is not None and not problem.kind.definitive:
+            # A blip (connection refused, a 5xx): try the stream again soon, not after
+            # the long wait meant for a stream the API refuses.
+            wait = min(wait, self.rng.uniform(_TRANSIENT_RETRY / 2, _TRANSIENT_RETRY))
+        rt.stream_retry_at = self.clock.now() + wait
         watch = self.watcher.configs.get(rt.key)
         loud = isinstance(watch, ParallelTaskGroupWatch) and watch.mode == "stream"
         (log.warning if loud else log.info)(
             "group event stream unavailable; polling instead",
             watch=rt.key,
             error=problem.message if problem else None,
-            retry_stream_in=self.config.stream_retry_after,
+            retry_stream_in=round(wait, 1),
         )
 
 

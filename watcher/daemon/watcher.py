@@ -23,8 +23,9 @@ from watcher.core.codec import (
     durable_part,
     watch_state_from_dict,
 )
+from watcher.core.coverage import SHARED_KINDS, Announced, merge_watches
 from watcher.core.diff import diff_run
-from watcher.core.events import Event, WatchType
+from watcher.core.events import Event, WatchRef, WatchType
 from watcher.core.health import Problem
 from watcher.core.schedule import SchedulePolicy, initial_state
 from watcher.core.sharding import Shard
@@ -106,6 +107,9 @@ class Watcher:
         self.trigger = trigger
         self.registry: dict[str, WatchRuntime] = {}
         self.configs: dict[str, WatchConfig] = {}
+        self.announced = Announced()
+        """Shared changes already published: a run covered by several watches is one event."""
+        self._discovery_keys: tuple[str, ...] | None = None
         self.schedulers = {
             source: SourceScheduler(
                 source.value, gate, self.poll, workers=workers[source], clock=clock
@@ -186,6 +190,7 @@ class Watcher:
         )
         self.registry[rt.key] = rt
         self.configs[rt.key] = watch
+        self._discovery_keys = None
         self._unpolled.add(rt.key)
         self.schedulers[rt.source].schedule(rt, 0.0)
         return rt
@@ -197,6 +202,7 @@ class Watcher:
             return []
         rt.removed = True
         self.configs.pop(key, None)
+        self._discovery_keys = None
         if self.streams is not None:
             self.streams.close(key)
         writes = [WatchWrite(key, rt.subject_id, None)]
@@ -527,7 +533,32 @@ class Watcher:
         named.update(r.run_id for r in fresh)
         return fresh
 
+    def _covering(self, event: Event) -> list[WatchRef]:
+        """Every watch that covers the run an event is about (its own included)."""
+        run = event.subject_id
+        keys = [f"trigger_run:{run}", f"parallel_task_run:{run}"]
+        if self._discovery_keys is None:
+            self._discovery_keys = tuple(k for k in self.configs if k.startswith("trigger_runs:"))
+        keys += [f"{parent}/{run}" for parent in self._discovery_keys]
+        if group := event.details.get("group_id"):
+            keys.append(f"parallel_task_group:{group}")
+        return [rt.ref for key in keys if (rt := self.registry.get(key)) is not None]
+
+    def _one_per_change(self, events: Sequence[Event]) -> list[Event]:
+        """Drop the copies of changes another watch announced; the rest carry every
+        watch that covers their run (see :mod:`watcher.core.coverage`)."""
+        fresh, copies = self.announced.first(events)
+        for copy, by in copies:
+            log.debug(
+                "change already announced by another watch",
+                event_id=copy.event_id,
+                watch=copy.watch.key,
+                announced_by=by,
+            )
+        return [merge_watches(e, self._covering(e)) if e.kind in SHARED_KINDS else e for e in fresh]
+
     async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
+        events = self._one_per_change(events)
         for event in events:
             log.info(
                 "event",

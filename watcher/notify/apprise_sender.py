@@ -78,7 +78,8 @@ def url_secrets(url: str) -> list[str]:
     if parts.username and len(parts.username) >= 8:
         secrets.append(parts.username)
     candidates = [seg for seg in parts.path.split("/") if seg]
-    if parts.hostname and not any(c == "." for c in parts.hostname) and not parts.port:
+    host = parts.hostname
+    if host and "." not in host and host != "localhost" and not parts.port:
         # slack://T000/B000/XXXX style: the "host" is a token, not a host.
         candidates.append(parts.netloc.rsplit("@", 1)[-1])
     candidates += [v for _, v in parse_qsl(parts.query)]

@@ -27,7 +27,7 @@ from tenacity import (
 from watcher.clock import Clock
 from watcher.core import budget
 from watcher.core.budget import BudgetPolicy
-from watcher.core.events import Event
+from watcher.core.events import Event, EventKind
 from watcher.core.grouping import Batch, Grouper
 from watcher.core.routing import RouteNode, event_field
 from watcher.core.statuses import Severity
@@ -56,11 +56,23 @@ class DeliveryPolicy:
     json_max_bytes: int = 1024 * 1024
 
 
+_SIGHT_KINDS = frozenset({EventKind.WATCH_ERROR, EventKind.WATCH_RECOVERED})
+
+
 def group_key(route: RouteNode, event: Event) -> Hashable:
-    """The group an event joins on a route: the route plus its ``group_by`` values."""
-    values = []
+    """The group an event joins on a route: the route plus its ``group_by`` values.
+
+    A provider going down makes every watch of it lose sight at once: those
+    ``watch.error`` (and later ``watch.recovered``) events group by source instead of
+    by watch, so an outage is one message naming the watches, not one per watch.
+    """
+    values: list[object] = []
     for name in route.settings.group_by:
-        values.append(event.watch.key if name == "watch" else event_field(event, name))
+        if name == "watch":
+            sight = event.kind in _SIGHT_KINDS
+            values.append(f"source:{event.source.value}" if sight else event.watch.key)
+        else:
+            values.append(event_field(event, name))
     return (route.id, tuple(values))
 
 

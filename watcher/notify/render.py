@@ -227,6 +227,8 @@ def digest_title(events: Sequence[Event]) -> str:
     first, last = events[0], events[-1]
     n = len(events)
     name = first.watch.display_name
+    if (folded := _watch_problems_title(events)) is not None:
+        return folded
     if len({(e.watch.key, e.kind) for e in events}) > 1:
         kinds: dict[str, int] = {}
         for event in events:
@@ -255,6 +257,34 @@ def digest_title(events: Sequence[Event]) -> str:
         statuses = "/".join(sorted({e.to_status.upper() for e in events}))
         return clip(f"[{statuses}] {len(subjects)} runs changed in {name}", 250)
     return clip(f"{default_title(last)} (+{n - 1} earlier)", 250)
+
+
+_SOURCE_NAMES = {"parallel": "Parallel", "trigger": "Trigger.dev", "watcher": "run-watcher"}
+
+
+def _watch_problems_title(events: Sequence[Event]) -> str | None:
+    """One title for the watches of a provider that lost (or regained) sight of it at
+    once: ``[WATCH UNREACHABLE] Trigger.dev: 4 watches cannot see upstream: a, b, c, d``."""
+    kinds = {e.kind for e in events}
+    watches = list(dict.fromkeys(e.watch.display_name for e in events))
+    if len(watches) < 2 or len(kinds) != 1:
+        return None
+    (kind,) = kinds
+    source = _SOURCE_NAMES.get(events[0].source.value, events[0].source.value)
+    shown = ", ".join(watches[:_TITLE_IDS])
+    more = f" (+{len(watches) - _TITLE_IDS} more)" if len(watches) > _TITLE_IDS else ""
+    if kind is EventKind.WATCH_ERROR:
+        problems = "/".join(sorted({e.to_status.upper() for e in events}))
+        return clip(
+            f"[WATCH {problems}] {source}: {len(watches)} watches cannot see upstream: "
+            f"{shown}{more}",
+            250,
+        )
+    if kind is EventKind.WATCH_RECOVERED:
+        return clip(
+            f"[RECOVERED] {source}: {len(watches)} watches watching again: {shown}{more}", 250
+        )
+    return None
 
 
 def render_text(events: Sequence[Event]) -> Message:
