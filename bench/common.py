@@ -31,7 +31,7 @@ from watcher.simulator.receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 PARALLEL_KEY = "sim-parallel-key"
-TRIGGER_KEY = "sim-trigger-key"
+TRIGGER_KEY = "tr_dev_simulator_key"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

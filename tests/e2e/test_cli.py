@@ -3,43 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import yaml
+from cli_harness import CLI, clean_env, sim_env, simulator_and_receiver, write
 
-from watcher.http_server import HttpServer
-from watcher.simulator.api import SimulatorApi
 from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 
 pytestmark = pytest.mark.e2e
-
-CLI = [sys.executable, "-m", "watcher"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PARALLEL_", "TRIGGER_", "WATCHER_", "CREDENTIALS_"))
-    }
-    env.update(extra)
-    return env
-
-
-def write(tmp_path: Path, data: object) -> Path:
-    path = tmp_path / "watcher.yaml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
 
 
 def test_check_config_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
@@ -129,27 +106,6 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "config OK: 4 watches" in proc.stdout
     assert "XXXXXXXXX" not in proc.stdout
-
-
-@asynccontextmanager
-async def simulator_and_receiver(world: World) -> AsyncIterator[tuple[HttpServer, WebhookReceiver]]:
-    sim = HttpServer(SimulatorApi(world))
-    receiver = WebhookReceiver()
-    async with anyio.create_task_group() as tg:
-        await tg.start(sim.serve)
-        await tg.start(receiver.server.serve)
-        yield sim, receiver
-        tg.cancel_scope.cancel()
-
-
-def sim_env(sim: HttpServer, world: World, config: Path) -> dict[str, str]:
-    return clean_env(
-        PARALLEL_BASE_URL=sim.url,
-        TRIGGER_API_URL=sim.url,
-        PARALLEL_API_KEY=world.parallel_key,
-        TRIGGER_SECRET_KEY=world.trigger_key,
-        WATCHER_CONFIG=str(config),
-    )
 
 
 @pytest.mark.anyio
@@ -444,3 +400,10 @@ def test_bad_input_is_named_precisely(tmp_path: Path) -> None:
     assert f"state_file: {tmp_path}/no-such-dir/state.db: directory" in state.stderr
     assert "does not exist; create it" in state.stderr
     assert not (tmp_path / "no-such-dir").exists()
+
+
+def test_completion_prints_a_script() -> None:
+    proc = run_cli("completion", "bash")
+    assert proc.returncode == 0
+    assert "run-watcher" in proc.stdout
+    assert "check-config" in proc.stdout

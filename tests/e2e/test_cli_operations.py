@@ -8,25 +8,18 @@ A subprocess with ``NOTIFY_SOCKET`` pointing at a real unix datagram socket and
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import anyio
 import pytest
-from test_cli import CLI, sim_env, simulator_and_receiver, write
+from cli_harness import CLI, free_port, sim_env, simulator_and_receiver, write
 
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 TOKEN = "cli-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Manager:

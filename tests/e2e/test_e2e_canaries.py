@@ -12,14 +12,14 @@ explained.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from test_cli import CLI, clean_env, simulator_and_receiver, write
-from test_cli_operations import free_port
+from cli_harness import CLI, clean_env, free_port, simulator_and_receiver, write
 
 from watcher.simulator.world import Fault, World
 
@@ -59,11 +59,15 @@ async def test_no_canary_in_any_output(tmp_path: Path) -> None:
     world = World(parallel_key=PARALLEL_KEY, trigger_key=TRIGGER_KEY)
     world.add_group("tgrp_canary", 2, status="running")
     world.add_trigger_run("run_canary", "charge", "EXECUTING")
+    # Bound and never listening: connections are refused, and no other server of this
+    # test can be handed the port.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
     port = free_port()
     async with simulator_and_receiver(world) as (sim, receiver):
         good = f"json://hook:{PASSWORD}@127.0.0.1:{receiver.server.port}/hook/{HOOK_TOKEN}"
         # Nothing listens there: the notifier fails, and must say why without its URL.
-        dead = f"json://hook:{PASSWORD}@127.0.0.1:{free_port()}/dead/{HOOK_TOKEN}"
+        dead = f"json://hook:{PASSWORD}@127.0.0.1:{closed.getsockname()[1]}/dead/{HOOK_TOKEN}"
         config = write(
             tmp_path,
             {
@@ -129,6 +133,7 @@ async def test_no_canary_in_any_output(tmp_path: Path) -> None:
                     await daemon.wait()
                 tg.cancel_scope.cancel()
         outputs["daemon log"] = log.decode()
+    closed.close()
     # What the notifications say (their own URL and auth header are the delivery itself).
     outputs["notifications"] = "\n".join(r.body.decode() for r in receiver.received)
 

@@ -122,7 +122,7 @@ async def test_the_outbox_survives_a_restart_and_is_delivered_once(tmp_path: Pat
     world = world_for_restart()
     async with stage(tmp_path, world) as st:
         st.receiver.fail_first = 10**9  # the notifier is down
-        quick = {
+        quick: dict[str, Any] = {
             "delivery": {
                 "max_attempts": 1000,
                 "retry_for": "10m",

@@ -7,6 +7,9 @@ import pytest
 from harness import receivers, running
 from smtp_receiver import MailBox, smtp_server
 
+from watcher.core.statuses import Severity
+from watcher.notify.apprise_sender import AppriseNotifier
+from watcher.notify.render import Message
 from watcher.simulator.world import Fault, World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -258,3 +261,20 @@ async def test_a_provider_outage_is_one_message_and_one_recovery() -> None:
     assert all(f"job-{i}" in down for i in range(4))
     assert back.startswith("[RECOVERED] Trigger.dev: 4 watches watching again:")
     assert len(titles) == 2
+
+
+async def test_a_failed_send_says_why() -> None:
+    """The reason apprise logged reaches the delivery result: what the SMTP server
+    refused, the status a webhook answered, a refused connection."""
+    async with smtp_server() as mail, receivers(1, fail_first=10, fail_status=503) as (hook,):
+        smtp = AppriseNotifier(
+            f"mailto://user:secret-pw@127.0.0.1:{mail.port}?from=w@example.com&to=a@example.com",
+            timeout=5,
+        )
+        web = AppriseNotifier(hook.apprise_url("json"), timeout=5)
+        message = Message(title="t", body="b", severity=Severity.INFO)
+        refused, answered = await smtp.send(message), await web.send(message)
+    assert not refused.ok
+    assert "SMTP AUTH extension not supported by server" in refused.detail
+    assert not answered.ok
+    assert "503" in answered.detail

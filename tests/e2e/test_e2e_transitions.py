@@ -14,7 +14,7 @@ from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-WATCHES = [
+WATCHES: list[dict[str, Any]] = [
     {
         "type": "parallel_task_group",
         "id": "tgrp_e2e",

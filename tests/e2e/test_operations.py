@@ -75,7 +75,7 @@ async def test_probes_metrics_and_watch_list() -> None:
         world.add_trigger_run("run_a", "deploy", "EXECUTING")
         world.add_group("tgrp_a", 4, status="running")
 
-    watches = [
+    watches: list[dict[str, Any]] = [
         {"type": "trigger_run", "id": "run_a", "name": "deploy-a", "labels": {"team": "web"}},
         {"type": "parallel_task_group", "id": "tgrp_a"},
     ]
@@ -367,7 +367,7 @@ async def test_sd_notify_ready_after_the_first_pass_watchdog_reload_stopping(
                 )
             )
             assert await env.daemon.reload_from_file()
-            seen = []
+            seen: list[dict[str, str]] = []
             while not seen or "READY" not in seen[-1]:
                 seen.append(await next_message(sock))
             reload_messages = [m for m in seen if "RELOADING" in m or "READY" in m]
@@ -424,7 +424,7 @@ async def test_two_shards_partition_the_watches_and_notify_each_transition_once(
     ids = [f"run_{i:02d}" for i in range(16)]
     for run_id in ids:
         world.add_trigger_run(run_id, "t", "EXECUTING")
-    watches = [{"type": "trigger_run", "id": run_id} for run_id in ids]
+    watches: list[dict[str, Any]] = [{"type": "trigger_run", "id": run_id} for run_id in ids]
     watches.append({"type": "trigger_runs", "id": "failures", "filter": {"task": ["batch"]}})
     # Both shards share one key and so one limit; this test is about the partition.
     sim = HttpServer(SimulatorApi(world, limiter=TriggerLimiter(10_000, 1.0, 10_000)))

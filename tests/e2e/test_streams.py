@@ -106,8 +106,13 @@ async def test_a_dropped_stream_resumes_from_its_last_event_without_loss_or_repe
     # The first connection breaks mid-event after two events; later ones do not.
     world.add_fault(Fault(match="/events", kind="break_stream", after=2, times=1))
     async with running([group("stream")], world=world, polling=POLLING) as env:
-        for _ in range(4):
-            await anyio.sleep(0.3)
+        with anyio.fail_after(10):
+            await world.wait_for_requests("parallel.events_stream", 1)
+        # The history replayed, then this failure's events: the stream breaks among them.
+        world.progress_group("tgrp_s", 1, "failed", "boom")
+        with anyio.fail_after(10):
+            await world.wait_for_requests("parallel.events_stream", 2)  # it reconnected
+        for _ in range(3):
             world.progress_group("tgrp_s", 1, "failed", "boom")
         world.progress_group("tgrp_s", 4, "completed")
         events = await env.wait_until(finished)

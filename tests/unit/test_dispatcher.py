@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import anyio
 import pytest
@@ -64,11 +65,14 @@ class FakeNotifier:
 
 
 def channel(
-    notifier: FakeNotifier, tags: Sequence[str] = (), fmt: str = "text", rate: BudgetPolicy = OPEN
+    notifier: FakeNotifier,
+    tags: Sequence[str] = (),
+    fmt: Literal["text", "json"] = "text",
+    rate: BudgetPolicy = OPEN,
 ) -> NotifierChannel:
     return NotifierChannel(
         notifier, frozenset(tags), MessageRenderer(fmt=fmt), rate, FAST, SystemClock()
-    )  # type: ignore[arg-type]
+    )
 
 
 def event(
@@ -349,7 +353,7 @@ def test_channel_delivers_every_event_once_for_any_interleaving(
         BudgetPolicy(rate, burst),
         FAST,
         clock,
-    )  # type: ignore[arg-type]
+    )
     route = RouteNode("r", settings=RouteSettings(group_wait=wait, group_interval=interval))
     sent: list[str] = []
     made: list[str] = []

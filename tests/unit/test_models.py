@@ -96,11 +96,13 @@ def test_runs_stream_events() -> None:
         "error": {"ref_id": "r", "message": "boom"},
         "modified_at": "m",
     }
-    event_id, snap = parallel_models.parse_run_event(
+    parsed = parallel_models.parse_run_event(
         json.dumps({"type": "task_run.state", "event_id": "ev_1", "run": run}), "x"
-    )  # type: ignore[misc]
+    )
+    assert parsed is not None
+    event_id, snap = parsed
     assert event_id == "ev_1"
-    assert FailedRun.of(snap).error_message == "boom"  # type: ignore[arg-type]
+    assert FailedRun.of(snap).error_message == "boom"
     assert (
         parallel_models.parse_run_event(
             json.dumps({"type": "task_group_status", "event_id": "e"}), "x"

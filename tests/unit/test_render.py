@@ -55,7 +55,7 @@ def test_digest_of_many_failures_in_one_group() -> None:
         == "[FAILED] 25 runs failed in nightly-enrichment: trun_00, trun_01, trun_02, trun_03, trun_04 (+20 more)"
     )
     lines = message.body.splitlines()
-    assert lines[0] == "- trun_00: (new) → failed: error 0"
+    assert lines[0] == "- trun_00: failed: error 0"
     assert "(+5 more)" in lines
     assert message.severity is Severity.FAILURE
 
@@ -119,3 +119,57 @@ def test_a_path_with_gaps_says_so() -> None:
     reattempt = replace(first, to_status="REATTEMPTING", event_id="evt_2")
     title = render_text([reattempt, later]).title
     assert title == "[FAILED] send-invoice run_abc (EXECUTING → REATTEMPTING … EXECUTING → FAILED)"
+
+
+def test_a_run_message_carries_what_on_call_needs_to_act() -> None:
+    stack = "Error: Out of memory\n" + "\n".join(
+        f"    at frame{i} (src/x.ts:{i}:1)" for i in range(30)
+    )
+    (event,) = diff_run(
+        TRIGGER,
+        RunSnapshot(Source.TRIGGER, "run_abc", "EXECUTING"),
+        RunSnapshot(
+            Source.TRIGGER,
+            "run_abc",
+            "CRASHED",
+            "2026-11-22T09:59:58.000Z",
+            "Out of memory",
+            "send-invoice",
+            attempt=2,
+            version="20261122.1",
+            environment="prod",
+            error_stack=stack,
+            started_at="2026-11-22T09:57:28.000Z",
+            finished_at="2026-11-22T09:59:58.000Z",
+        ),
+        observed_at=NOW,
+    )
+    late = replace(event, details=freeze({**event.details, "seen_late": True}))
+    body = render_text([late]).body
+    assert "Task send-invoice · env prod · version 20261122.1 · attempt 2 · ran 2m30s" in body
+    assert "Stack:\n  Error: Out of memory\n      at frame0 (src/x.ts:0:1)" in body
+    assert "(+19 more lines)" in body  # trimmed, and says so
+    assert "Changed upstream 2026-11-22T09:59:58.000Z (seen late:" in body
+    assert (
+        "Silence: run-watcher silence add --match subject_id=run_abc "
+        "--match kind=run.status_changed --for 1h"
+    ) in body
+
+
+def test_a_json_digest_title_names_the_kinds_it_holds() -> None:
+    events = [*failures(3), crash()]
+    assert (
+        render_json(events).title == "digest of 4 events: 3 group.runs_failed, 1 run.status_changed"
+    )
+    assert render_json(failures(2)).title == "digest of 2 group.runs_failed events"
+
+
+def test_a_progress_line_says_what_changed() -> None:
+    before = GroupSnapshot("tgrp_1", True, 6, freeze({"running": 6}), modified_at="a")
+    after = GroupSnapshot(
+        "tgrp_1", True, 6, freeze({"running": 3, "completed": 3}), modified_at="b"
+    )
+    (event,) = diff_group(GROUP, before, GroupObservation(after), observed_at=NOW)
+    body = render_text([event, event]).body
+    assert "tgrp_1: completed +3, running -3 (now completed 3, running 3)" in body
+    assert "active → active" not in body

@@ -221,8 +221,15 @@ healths = st.builds(
     st.booleans(),
 )
 def test_watch_state_round_trips(
-    snapshot, health, announce, cursor, known, done, since, stuck
-) -> None:  # type: ignore[no-untyped-def]
+    snapshot: RunSnapshot | GroupSnapshot | None,
+    health: HealthState,
+    announce: bool,
+    cursor: str | None,
+    known: int,
+    done: bool,
+    since: datetime | None,
+    stuck: bool,
+) -> None:
     state = WatchState(
         initial_state(POLICY), snapshot, health, announce, cursor, known, done, since, stuck
     )
@@ -230,7 +237,9 @@ def test_watch_state_round_trips(
 
 
 @given(st.frozensets(st.text(max_size=12), max_size=50), st.booleans(), healths)
-def test_discovery_state_round_trips(seen, baseline, health) -> None:  # type: ignore[no-untyped-def]
+def test_discovery_state_round_trips(
+    seen: frozenset[str], baseline: bool, health: HealthState
+) -> None:
     state = DiscoveryState(initial_state(POLICY), health, seen, baseline)
     assert discovery_from_dict(discovery_to_dict(state), POLICY) == state
 

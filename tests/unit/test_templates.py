@@ -79,7 +79,7 @@ def test_broken_template_at_run_time_falls_back_to_the_default() -> None:
     )
     message = renderer.render(failures(1))
     assert message.title.startswith("[FAILED] run trun_00")
-    assert "trun_00: (new) → failed" in message.body
+    assert "trun_00: failed" in message.body
     assert renderer.template_errors == 1
 
 
@@ -137,3 +137,31 @@ notifiers:
     (problem,) = info.value.problems
     assert problem.startswith("<config>:3: notifiers[0]: body_template: template line 2")
     assert "nosuchfilter" in problem
+
+
+@pytest.mark.parametrize(("family", "limit"), [("chat", 700), ("text", 700), ("email", 2500)])
+def test_a_digest_fits_the_services_limit_and_says_what_it_left_out(
+    family: str, limit: int
+) -> None:
+    renderer = MessageRenderer(family=family, max_body=limit)  # type: ignore[arg-type]
+    message = renderer.render(failures(40))
+    assert len(message.body) <= limit
+    assert f"more events not shown: this service takes {limit} characters" in message.body
+    left_out = int(message.body.rsplit("(+", 1)[1].split(" ", 1)[0])
+    shown = sum(f"trun_{i:02d}" in message.body for i in range(40))
+    assert shown + left_out == 40  # every event is listed or counted as left out
+
+
+def test_a_user_template_is_held_to_the_limit_too() -> None:
+    huge = TemplateSpec(
+        body="{% for e in events %}{{ e.subject_id }} {{ 'x' * 400 }}\n{% endfor %}"
+    )
+    renderer = MessageRenderer(family="chat", spec=huge, max_body=16383)
+    message = renderer.render(failures(100))
+    assert len(message.body) <= 16383
+    assert "more events not shown" in message.body
+    single = MessageRenderer(
+        family="chat", spec=TemplateSpec(body="{{ 'y' * 5000 }}"), max_body=1000
+    ).render(failures(1))
+    assert len(single.body) <= 1000
+    assert single.body.endswith("(cut to fit: this service takes 1000 characters a message)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from watcher.core.events import EventKind, WatchRef, WatchType, freeze
 from watcher.core.health import Problem, ProblemKind
@@ -34,10 +35,10 @@ def ctx(watch: WatchRef = RUN, seconds: float = 0) -> StepContext:
     )
 
 
-def trun(status: str, minute: int = 0, **kw: object) -> RunSnapshot:
+def trun(status: str, minute: int = 0, **kw: Any) -> RunSnapshot:
     return RunSnapshot(
         Source.TRIGGER, "run_a", status, updated_at=f"2026-11-22T09:{minute:02d}:00Z", **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_run_lifecycle_baseline_transitions_terminal() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from watcher.cli.main import EXIT_FAILED, EXIT_OK
+from watcher.cli.exits import EXIT_FAILED, EXIT_OK
 from watcher.cli.table import table
 from watcher.config.loader import ConfigError
 from watcher.config.model import WatcherConfig

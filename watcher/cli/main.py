@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watcher import __version__
+from watcher.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from watcher.config.model import WatcherConfig
     from watcher.config.settings import Settings
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -284,7 +283,10 @@ def _main(args: argparse.Namespace) -> int:
                 print(json.dumps(WatcherConfig.model_json_schema(), indent=2))
                 return EXIT_OK
             case "completion":
-                import shtab
+                try:
+                    import shtab
+                except ImportError:
+                    return _error("completion needs shtab: pip install 'run-watcher[completion]'")
 
                 print(shtab.complete(build_parser(), shell=args.shell))
                 return EXIT_OK

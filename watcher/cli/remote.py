@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from watcher.cli.main import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from watcher.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from watcher.cli.table import table
 from watcher.config.operations import split_listen
 

@@ -53,6 +53,11 @@ def _snapshot_to_dict(snapshot: RunSnapshot | GroupSnapshot | None) -> dict[str,
             "attempt": snapshot.attempt,
             "delayed_until": snapshot.delayed_until.isoformat() if snapshot.delayed_until else None,
             "group_id": snapshot.group_id,
+            "version": snapshot.version,
+            "environment": snapshot.environment,
+            "error_stack": snapshot.error_stack,
+            "started_at": snapshot.started_at,
+            "finished_at": snapshot.finished_at,
         }
     return {
         "type": "group",
@@ -81,6 +86,11 @@ def _snapshot_from_dict(data: dict[str, Any] | None) -> RunSnapshot | GroupSnaps
             attempt=data.get("attempt"),
             delayed_until=datetime.fromisoformat(delayed) if delayed else None,
             group_id=data.get("group_id"),
+            version=data.get("version"),
+            environment=data.get("environment"),
+            error_stack=data.get("error_stack"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
         )
     if data["type"] == "group":
         return GroupSnapshot(

@@ -70,7 +70,30 @@ def _run_details(run: RunSnapshot) -> dict[str, Any]:
         details["attempt"] = run.attempt
     if run.group_id:
         details["group_id"] = run.group_id
+    if run.environment:
+        details["environment"] = run.environment
+    if run.version:
+        details["version"] = run.version
+    if run.started_at:
+        details["started_at"] = run.started_at
+    if run.finished_at:
+        details["finished_at"] = run.finished_at
+        if (seconds := _seconds_between(run.started_at, run.finished_at)) is not None:
+            details["duration_seconds"] = seconds
+    if run.error_stack:
+        details["error_stack"] = run.error_stack
     return details
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from ``start`` to ``end`` (RFC 3339), when both parse."""
+    if not start or not end:
+        return None
+    try:
+        span = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return round(span.total_seconds(), 3)
 
 
 def _attempt_reached(run: RunSnapshot) -> int | None:
@@ -119,14 +142,39 @@ def _retry_event(
         EventKind.RUN_RETRYING,
         attempt if attempt is not True else current.updated_at,
     )
+    return _run_event(
+        watch,
+        current,
+        event_id,
+        EventKind.RUN_RETRYING,
+        Severity.WARNING,
+        previous.status,
+        details,
+        observed_at,
+        url_template,
+    )
+
+
+def _run_event(
+    watch: WatchRef,
+    current: RunSnapshot,
+    event_id: str,
+    kind: EventKind,
+    severity: Severity,
+    from_status: str | None,
+    details: dict[str, Any],
+    observed_at: datetime,
+    url_template: str | None,
+) -> Event:
+    """An event about ``current`` run, reached from ``from_status``."""
     return Event(
         event_id=event_id,
-        kind=EventKind.RUN_RETRYING,
-        severity=Severity.WARNING,
+        kind=kind,
+        severity=severity,
         source=current.source,
         watch=watch,
         subject_id=current.run_id,
-        from_status=previous.status,
+        from_status=from_status,
         to_status=current.status,
         observed_at=observed_at,
         details=freeze(details),
@@ -164,18 +212,16 @@ def diff_run(
     if not info.known:
         details["unknown_status"] = True
     return [
-        Event(
-            event_id=event_id,
-            kind=EventKind.RUN_STATUS_CHANGED,
-            severity=info.severity,
-            source=current.source,
-            watch=watch,
-            subject_id=current.run_id,
-            from_status=from_status,
-            to_status=current.status,
-            observed_at=observed_at,
-            details=freeze(details),
-            url=link(url_template, current.run_id),
+        _run_event(
+            watch,
+            current,
+            event_id,
+            EventKind.RUN_STATUS_CHANGED,
+            info.severity,
+            from_status,
+            details,
+            observed_at,
+            url_template,
         )
     ]
 

@@ -30,6 +30,13 @@ class RunSnapshot:
     attempt: int | None = None
     delayed_until: datetime | None = None
     group_id: str | None = None
+    version: str | None = None
+    """The deployed version that ran it (Trigger.dev ``version``)."""
+    environment: str | None = None
+    """The provider's environment (Trigger.dev ``env.name``, or the key's: ``tr_prod_``)."""
+    error_stack: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

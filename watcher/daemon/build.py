@@ -21,11 +21,11 @@ from watcher.core.statuses import Source
 from watcher.daemon.logging import SCRUBBER
 from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
 from watcher.notify.channel import DeliveryPolicy, NotifierChannel
-from watcher.notify.templates import MessageRenderer, TemplateSpec
+from watcher.notify.templates import MAX_BODY, MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate
 from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient, trigger_headers
+from watcher.sources.trigger import TriggerClient, environment_of_key, trigger_headers
 
 __all__ = [
     "Upstreams",
@@ -146,6 +146,8 @@ def build_channels(
             fmt=cfg.format,
             spec=TemplateSpec(cfg.title_template, cfg.body_template, cfg.body_format),
             max_title=notifier.title_maxlen or 250,
+            # apprise's own limit for the service (Mattermost 16383, Discord 2000, ...).
+            max_body=min(MAX_BODY, notifier.body_maxlen) if notifier.body_maxlen > 0 else MAX_BODY,
         )
         channels.append(
             NotifierChannel(
@@ -260,5 +262,8 @@ async def build_upstreams(
                 transport=transport,
             )
         )
-        trigger = TriggerClient(Upstream("trigger", client, gates[Source.TRIGGER], limits))
+        trigger = TriggerClient(
+            Upstream("trigger", client, gates[Source.TRIGGER], limits),
+            environment=environment_of_key(settings.trigger_secret_key.get_secret_value()),
+        )
     return Upstreams(parallel, trigger)

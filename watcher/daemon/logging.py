@@ -153,10 +153,5 @@ def configure_logging(
     # httpx logs every request at INFO.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, numeric))
-    # apprise's own log says why a send failed (connection refused, the HTTP status a
-    # webhook answered, what the SMTP server refused). Its per-send capture is a
-    # handler on this logger, so the logger must let DEBUG through; the records are
-    # not propagated: the notifier reports them, scrubbed, with each failed send.
-    apprise_log = logging.getLogger("apprise")
-    apprise_log.setLevel(logging.DEBUG)
-    apprise_log.propagate = False
+    # apprise's own log is captured per send by the notifier (apprise_sender), which
+    # sets its logger up; it is not printed here.

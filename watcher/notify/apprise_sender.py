@@ -8,6 +8,7 @@ apprise 2.x's ``AppriseResult``; only the private form of the URL is ever shown.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -87,23 +88,44 @@ def url_secrets(url: str) -> list[str]:
     return secrets
 
 
-_REASON_DEBUG = ("exception", "error", "refused", "reset", "timed out", "timeout", "response")
+# apprise's debug lines that carry the underlying error; payload dumps are left out.
+_REASON_DEBUG = ("socket exception", "exception:", "response details", "smtp", "refused")
+_REASON_LINE = 240
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^\"')\]]+)")
 
 
 def failure_reason(entries: Iterable[Any]) -> str:
     """Why a service failed, from apprise's log of the send: its warnings and errors,
     and the debug lines that carry the underlying error (``Socket Exception: ...
-    Connection refused``, the SMTP server's answer). The last three, deduplicated."""
+    Connection refused``, the answer a webhook gave, the SMTP server's reply). The last
+    three, deduplicated, each clipped."""
     lines: list[str] = []
     for entry in entries:
         text = " ".join(str(entry.message).split())
-        if not text or text in lines:
-            continue
+        lowered = text.lower()
+        if not text or text in lines or "payload" in lowered[:40] or text.endswith("..."):
+            continue  # payload dumps and progress lines say nothing about the failure
         if entry.level in ("ERROR", "WARNING") or (
-            entry.level == "DEBUG" and any(word in text.lower() for word in _REASON_DEBUG)
+            entry.level == "DEBUG" and any(word in lowered for word in _REASON_DEBUG)
         ):
-            lines.append(text)
+            if errno := _ERRNO.search(text):
+                # requests' nested exception text, reduced to what the OS said.
+                text = f"{errno.group(2).strip()} (errno {errno.group(1)})"
+            lines.append(text if len(text) <= _REASON_LINE else text[: _REASON_LINE - 1] + "…")
     return "; ".join(lines[-3:])
+
+
+def _capture_apprise_log() -> None:
+    """Let apprise's per-send log capture see everything, and print none of it.
+
+    apprise says why a send failed (connection refused, the HTTP status a webhook
+    answered, what the SMTP server refused) in its log, which it captures per send
+    with a handler on its logger: the logger must pass DEBUG. Its records are not
+    propagated: :func:`failure_reason` reports them, scrubbed, with each failed send.
+    """
+    log = logging.getLogger("apprise")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
 
 
 class AppriseNotifier:
@@ -120,6 +142,7 @@ class AppriseNotifier:
     ) -> None:
         import apprise  # heavy: keep it off the import path of commands that do not send
 
+        _capture_apprise_log()
         self._timeout = timeout
         self._scrub = scrub
         asset = apprise.AppriseAsset(service_timeout=timeout, storage_mode="memory")

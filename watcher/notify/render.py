@@ -141,6 +141,13 @@ def transition(event: Event) -> str:
                 f"({event.from_status} → {event.to_status})"
             )
         return f"{event.subject_id}: an attempt failed and is retried ({event.to_status})"
+    if event.kind is EventKind.GROUP_RUNS_FAILED:
+        return f"{event.subject_id}: {event.to_status}"
+    if event.kind is EventKind.GROUP_COUNTS_CHANGED and (delta := event.details.get("delta")):
+        # What moved, not "active → active".
+        change = ", ".join(f"{status} {n:+d}" for status, n in delta.items())
+        now = counts_text(event.details.get("counts") or {})
+        return f"{event.subject_id}: {change} (now {now})"
     return f"{event.subject_id}: {event.from_status or '(new)'} → {event.to_status}"
 
 
@@ -185,6 +192,9 @@ def _body(event: Event) -> list[str]:
         lines.append(transition(event))
     if (error := d.get("error")) and event.kind is not EventKind.NOTIFIER_FAILED:
         lines.append(f"Error: {clip(str(error))}")
+    if stack := d.get("error_stack"):
+        lines.append("Stack:")
+        lines += [f"  {line}" for line in _stack_lines(str(stack))]
     if event.kind is EventKind.WATCH_ERROR:
         lines.append(f"Problem: {clip(str(d.get('message', '')))}")
         lines.append("Notifications for this watch may be late or missing until it recovers.")
@@ -202,17 +212,65 @@ def _body(event: Event) -> list[str]:
         facts.append(f"task {task}")
     if processor := d.get("processor"):
         facts.append(f"processor {processor}")
+    if environment := d.get("environment"):
+        facts.append(f"env {environment}")
+    if version := d.get("version"):
+        facts.append(f"version {version}")
     if (attempt := d.get("attempt")) is not None:
         facts.append(f"attempt {attempt}")
+    if (ran := d.get("duration_seconds")) is not None:
+        facts.append(f"ran {format_duration(float(ran))}")
     if tags := d.get("tags"):
         facts.append("tags " + ", ".join(map(str, tags)))
     if facts:
         lines.append(" · ".join(facts).capitalize())
     lines.append(_watch_line(event))
+    if watches := d.get("watches"):
+        lines.append(
+            "Also watched by: " + ", ".join(str(w.get("name") or w.get("key")) for w in watches[1:])
+        )
     if event.url:
         lines.append(event.url)
+    if changed := d.get("updated_at") or d.get("modified_at"):
+        late = (
+            " (seen late: it changed while the watcher was not running)"
+            if d.get("seen_late")
+            else ""
+        )
+        lines.append(f"Changed upstream {changed}{late}")
     lines.append(f"Seen {rfc3339(event.observed_at)} · {event.event_id}")
+    if (silence := silence_command(event)) is not None:
+        lines.append(f"Silence: {silence}")
     return lines
+
+
+_STACK_LINES = 12
+
+
+def _stack_lines(stack: str) -> list[str]:
+    """The first lines of a stack trace, each clipped, saying how many were left out."""
+    lines = [line.rstrip() for line in stack.strip().splitlines() if line.strip()]
+    # Indentation kept (frames read as frames); each line cut at 200 characters.
+    shown = [line if len(line) <= 200 else line[:199] + "…" for line in lines[:_STACK_LINES]]
+    if len(lines) > _STACK_LINES:
+        shown.append(f"(+{len(lines) - _STACK_LINES} more lines)")
+    return shown
+
+
+_GROUP_TYPES = frozenset({"parallel_task_group", "trigger_runs"})
+
+
+def silence_command(event: Event) -> str | None:
+    """The command that silences events like this one for an hour, or None for the
+    watcher's own notices (silence those by ``kind`` if need be)."""
+    origin = event.origin
+    if origin.watch.type.value == "watcher":
+        return None
+    if origin.watch.type.value in _GROUP_TYPES and origin.kind is not EventKind.RUN_STATUS_CHANGED:
+        target = f"watch.id={origin.watch.id}"
+    else:
+        target = f"subject_id={origin.subject_id}"
+    return f"run-watcher silence add --match {target} --match kind={origin.kind.value} --for 1h"
 
 
 def _watch_line(event: Event) -> str:
@@ -318,5 +376,12 @@ def render_json(events: Sequence[Event]) -> Message:
         title = f"{first.kind.value} {first.subject_id}"
     else:
         body = events_to_json(events)
-        title = f"digest of {len(events)} {first.kind.value} events"
+        kinds: dict[str, int] = {}
+        for event in events:
+            kinds[event.kind.value] = kinds.get(event.kind.value, 0) + 1
+        if len(kinds) == 1:
+            title = f"digest of {len(events)} {first.kind.value} events"
+        else:
+            held = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+            title = f"digest of {len(events)} events: {held}"
     return Message(title=title, body=body, severity=worst_severity(events), body_format="text")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -35,6 +35,7 @@ from watcher.notify.render import (
     counts_text,
     render_json,
     render_text,
+    silence_command,
     worst_severity,
 )
 from watcher.notify.serialize import event_to_dict
@@ -159,6 +160,7 @@ def template_context(events: Sequence[Event]) -> dict[str, Any]:
         "kind": events[0].kind.value,
         "watch": shown[0]["watch"],
         "group": group,
+        "silence": silence_command(events[-1]),
     }
 
 
@@ -173,7 +175,17 @@ _CHAT_BODY = """\
 {% endif %}
 {% if group %}*Runs:* {{ group.num_task_runs }} ({{ group.counts_text }})
 {% endif %}
+{% if not digest %}{% set d = event.details %}{% if d.task or d.environment or d.version %}{% if d.task %}Task `{{ d.task }}`{% endif %}{% if d.environment %} · env {{ d.environment }}{% endif %}{% if d.version %} · version {{ d.version }}{% endif %}{% if d.attempt is not none %} · attempt {{ d.attempt }}{% endif %}{% if d.duration_seconds is not none %} · ran {{ d.duration_seconds | duration }}{% endif %}
+
+{% endif %}{% if d.error_stack %}```
+{{ d.error_stack | truncate(1500) }}
+```
+{% endif %}{% if d.updated_at or d.modified_at %}Changed upstream {{ d.updated_at or d.modified_at }}{% if d.seen_late %} (seen late){% endif %}
+
+{% endif %}{% endif %}
 _{{ watch.name or watch.id }}_ · {{ watch.type }}{% for k, v in watch.labels | dictsort %} · {{ k }}={{ v }}{% endfor %}
+
+{% if silence %}Silence: `{{ silence }}`{% endif %}
 """
 
 _EMAIL_BODY = """\
@@ -195,6 +207,12 @@ _EMAIL_BODY = """\
 {% endfor %}
 </table>
 {% endif %}
+{% if not digest %}{% set d = event.details %}
+{% if d.task or d.environment or d.version %}<p>{% if d.task %}Task <b>{{ d.task }}</b>{% endif %}{% if d.environment %} &middot; env <b>{{ d.environment }}</b>{% endif %}{% if d.version %} &middot; version {{ d.version }}{% endif %}{% if d.attempt is not none %} &middot; attempt {{ d.attempt }}{% endif %}{% if d.duration_seconds is not none %} &middot; ran {{ d.duration_seconds | duration }}{% endif %}</p>{% endif %}
+{% if d.error_stack %}<pre style="background:#f8f8f8;border:1px solid #eee;padding:8px;font-size:12px;white-space:pre-wrap">{{ d.error_stack | truncate(4000) }}</pre>{% endif %}
+{% if d.updated_at or d.modified_at %}<p>Changed upstream {{ d.updated_at or d.modified_at }}{% if d.seen_late %} <b>(seen late: it changed while the watcher was not running)</b>{% endif %}</p>{% endif %}
+{% endif %}
+{% if silence %}<p style="font-size:12px">Silence it for an hour: <code>{{ silence }}</code></p>{% endif %}
 <p style="color:#666;font-size:12px;margin-top:16px">Watch <b>{{ watch.name or watch.id }}</b> ({{ watch.type }} {{ watch.id }}){% for k, v in watch.labels | dictsort %} &middot; {{ k }}={{ v }}{% endfor %}<br>
 Seen {{ event.observed_at }} &middot; {{ event.event_id }}{% if count > 1 %} &middot; {{ count }} events{% endif %}</p>
 </div>
@@ -207,6 +225,18 @@ _BUILTIN: dict[Family, TemplateSpec] = {
     "email": TemplateSpec("{{ title }}", _EMAIL_BODY, "html"),
     "sms": TemplateSpec("", _SMS_BODY, "text"),
 }
+
+
+def _fit_note(left_out: int, limit: int, *, cut: bool = False) -> str:
+    """What a message fitted to ``limit`` says about what it left out ("" if nothing)."""
+    parts = []
+    if left_out:
+        parts.append(f"+{left_out} more events not shown")
+    if cut:
+        parts.append("cut to fit")
+    if not parts:
+        return ""
+    return f"\n({'; '.join(parts)}: this service takes {limit} characters a message)"
 
 
 class MessageRenderer:
@@ -231,9 +261,32 @@ class MessageRenderer:
         self._on_error = on_error
 
     def render(self, events: Sequence[Event], route: TemplateSpec | None = None) -> Message:
-        """The message for ``events``; a failing user template falls back to the default."""
+        """The message for ``events``, fitted to the service's body limit: a digest lists
+        fewer events and says how many it left out; one event is cut and says so.
+
+        A failing user template falls back to the default message.
+        """
         if self.fmt == "json":
             return render_json(events)
+        message = self._render(events, route)
+        shown = len(events)
+        limit = self.max_body
+        while shown > 1 and len(message.body) + len(_fit_note(len(events) - shown, limit)) > limit:
+            # Each step drops about the share of events the overflow stands for.
+            ratio = limit / (len(message.body) + len(_fit_note(len(events), limit)))
+            shown = max(1, min(shown - 1, int(shown * ratio)))
+            message = self._render(events[:shown], route)
+        left_out = len(events) - shown
+        note = _fit_note(left_out, limit)
+        if len(message.body) + len(note) > limit:
+            note = _fit_note(left_out, limit, cut=True)
+            keep = max(0, limit - len(note) - 1)
+            message = replace(message, body=message.body[:keep] + "…")
+        if note:
+            message = replace(message, body=f"{message.body}{note}")
+        return message
+
+    def _render(self, events: Sequence[Event], route: TemplateSpec | None) -> Message:
         spec = (route or TemplateSpec()).over(self.spec)
         if spec.title is not None or spec.body is not None:
             try:
@@ -271,10 +324,12 @@ class MessageRenderer:
             if spec.title is None
             else _render(spec.title, False, context, self.max_title)
         )
+        # Rendered up to a runaway cap above the service's limit: render() then fits the
+        # message by listing fewer events, and says so, instead of cutting it silently.
         body = (
             plain.body
             if spec.body is None
-            else _render(spec.body, fmt == "html", context, self.max_body)
+            else _render(spec.body, fmt == "html", context, max(MAX_BODY, 2 * self.max_body))
         )
         return Message(" ".join(title.split())[: self.max_title], body.strip(), plain.severity, fmt)
 

@@ -128,7 +128,7 @@ class World:
         self,
         *,
         parallel_key: str = "sim-parallel-key",
-        trigger_key: str = "sim-trigger-key",
+        trigger_key: str = "tr_dev_simulator_key",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.parallel_key = parallel_key

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from watcher.core.ids import path_segment
 from watcher.core.snapshots import RunSnapshot
@@ -12,7 +12,7 @@ from watcher.sources.gate import Ticket
 from watcher.sources.http import Upstream
 from watcher.sources.trigger_models import parse_list, parse_run
 
-__all__ = ["ListFilter", "ListPass", "TriggerClient", "trigger_headers"]
+__all__ = ["ListFilter", "ListPass", "TriggerClient", "environment_of_key", "trigger_headers"]
 
 
 def trigger_headers(secret_key: str, api_version: TriggerApiVersion, agent: str) -> dict[str, str]:
@@ -64,16 +64,35 @@ class ListPass:
     complete: bool
 
 
-class TriggerClient:
-    """``/api/v3/runs/{id}`` and ``/api/v1/runs``."""
+_KEY_ENVIRONMENTS = {"prod": "prod", "stg": "staging", "dev": "dev", "preview": "preview"}
 
-    def __init__(self, upstream: Upstream) -> None:
+
+def environment_of_key(secret_key: str) -> str | None:
+    """The environment a secret key belongs to, from its prefix (``tr_prod_...``)."""
+    parts = secret_key.split("_", 2)
+    if len(parts) == 3 and parts[0] == "tr":
+        return _KEY_ENVIRONMENTS.get(parts[1], parts[1])
+    return None
+
+
+class TriggerClient:
+    """``/api/v3/runs/{id}`` and ``/api/v1/runs``.
+
+    ``environment`` names the key's environment: the retrieve endpoint does not say it,
+    and an alert must (a failure in prod and one in dev are not the same page).
+    """
+
+    def __init__(self, upstream: Upstream, *, environment: str | None = None) -> None:
         self.upstream = upstream
+        self.environment = environment
 
     async def get_run(self, run_id: str, ticket: Ticket) -> RunSnapshot:
         """``GET /api/v3/runs/{runId}``."""
         path = f"/api/v3/runs/{path_segment(run_id)}"
-        return parse_run(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
+        snapshot = parse_run(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
+        if snapshot.environment is None and self.environment is not None:
+            snapshot = replace(snapshot, environment=self.environment)
+        return snapshot
 
     async def list_all(
         self, flt: ListFilter, ticket: Ticket, *, page_size: int = 100, max_pages: int = 20

@@ -29,6 +29,7 @@ class SerializedError(_Model):
 
     message: str | None = None
     name: str | None = None
+    stack_trace: str | None = Field(default=None, alias="stackTrace")
 
 
 class Attempt(_Model):
@@ -36,6 +37,12 @@ class Attempt(_Model):
 
     status: str | None = None
     error: SerializedError | None = None
+
+
+class Environment(_Model):
+    """A list item's ``env``: its id and name (``prod``, ``staging``, ``dev``)."""
+
+    name: str | None = None
 
 
 class RunObject(_Model):
@@ -50,6 +57,10 @@ class RunObject(_Model):
     error: SerializedError | None = None
     attempt_count: int | None = Field(default=None, alias="attemptCount")
     attempts: list[Attempt | None] | None = None
+    version: str | None = None
+    env: Environment | None = None
+    started_at: str | None = Field(default=None, alias="startedAt")
+    finished_at: str | None = Field(default=None, alias="finishedAt")
 
 
 class Pagination(_Model):
@@ -66,11 +77,15 @@ class ListRunsResponse(_Model):
     pagination: Pagination = Field(default_factory=Pagination)
 
 
-def _error_message(run: RunObject) -> str | None:
+def _error(run: RunObject) -> SerializedError | None:
     error = run.error
     if error is None and run.attempts:
         failed = [a.error for a in run.attempts if a is not None and a.error is not None]
         error = failed[-1] if failed else None
+    return error
+
+
+def _error_message(error: SerializedError | None) -> str | None:
     if error is None or not error.message:
         return None
     if error.name and error.name != "Error":
@@ -78,22 +93,31 @@ def _error_message(run: RunObject) -> str | None:
     return error.message
 
 
+_MAX_STACK = 8192
+
+
 def snapshot(run: RunObject) -> RunSnapshot:
     """The snapshot of a parsed run object."""
     attempt = run.attempt_count
     if attempt is None and run.attempts is not None:
         attempt = len(run.attempts)
+    error = _error(run)
     return RunSnapshot(
         source=Source.TRIGGER,
         run_id=run.id,
         # Interned: thousands of watches keep the same few statuses, tasks and tags.
         status=sys.intern(run.status),
         updated_at=run.updated_at,
-        error_message=_error_message(run),
+        error_message=_error_message(error),
         task=sys.intern(run.task_identifier) if run.task_identifier else None,
         tags=tuple(sys.intern(tag) for tag in run.tags),
         attempt=attempt,
         delayed_until=run.delayed_until,
+        version=sys.intern(run.version) if run.version else None,
+        environment=sys.intern(run.env.name) if run.env and run.env.name else None,
+        error_stack=error.stack_trace[:_MAX_STACK] if error and error.stack_trace else None,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
     )
 
 
