@@ -1,17 +1,18 @@
 """A small HTTP/1.1 server on anyio sockets and h11's state machine.
 
 Three users: the daemon's own endpoints (health, metrics, the watch API), the
-simulator and the webhook receiver. The last two must misbehave on purpose:
-close a connection mid-body, drip bytes slowly, hang, stream server-sent
-events. A full framework hides exactly those controls, and would bring a second
-event-loop runtime into the daemon; h11 (the sans-I/O protocol library under
-httpx, already installed) gives them for a few dozen lines. Every connection
-has an idle timeout and every request body a size cap.
+simulator and the webhook receiver. The server offers plain and streamed bodies;
+a streamed body that raises hangs up mid-message. The simulator builds its faults
+(a hang, a reset mid-body, a slow drip, a broken event stream) from those parts
+(``watcher/simulator/faults.py``); the server has no fault knobs of its own. A full
+framework would bring a second event-loop runtime into the daemon; h11 (the sans-I/O
+protocol library under httpx, already installed) does this in a few dozen lines.
+Connections are capped, every request must arrive within a deadline, and every
+request body has a size cap.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -45,15 +46,13 @@ class Request:
 
 @dataclass
 class Response:
-    """A response; ``stream`` for chunked bodies, ``truncate_at``/``drip`` for faults."""
+    """A response: ``body``, or ``stream`` for a body sent as it is produced (a stream
+    that raises hangs up mid-message)."""
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
-    truncate_at: int | None = None
-    drip: float | None = None
-    hang: bool = False
 
 
 def json_response(
@@ -194,8 +193,6 @@ class HttpServer:
     async def _send(
         self, stream: SocketStream, conn: h11.Connection, response: Response, *, head: bool = False
     ) -> bool:
-        if response.hang:
-            await anyio.sleep(math.inf)
         headers = [(k.encode(), v.encode()) for k, v in response.headers]
         names = {k.lower() for k, _ in response.headers}
         if response.stream is None and "content-length" not in names:
@@ -215,16 +212,7 @@ class HttpServer:
                 return False
             await stream.send(conn.send(h11.EndOfMessage()))
             return True
-        body = response.body
-        if response.truncate_at is not None:
-            # Promise the whole body, send part of it, hang up: a reset mid-body.
-            await stream.send(conn.send(h11.Data(data=body[: response.truncate_at])))
-            return False
-        if response.drip is not None:
-            for i in range(len(body)):
-                await stream.send(conn.send(h11.Data(data=body[i : i + 1])))
-                await anyio.sleep(response.drip)
-        elif body:
-            await stream.send(conn.send(h11.Data(data=body)))
+        if response.body:
+            await stream.send(conn.send(h11.Data(data=response.body)))
         await stream.send(conn.send(h11.EndOfMessage()))
         return True

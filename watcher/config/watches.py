@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
@@ -152,6 +153,20 @@ class TriggerRunsFilter(Strict):
             queue=tuple(self.queue),
             period=self.period,
             is_test=self.is_test,
+        )
+
+    def matches(
+        self, status: str, task: str | None, tags: Sequence[str], version: str | None
+    ) -> bool:
+        """Whether a run with these facts is one this filter lists (as far as the facts
+        tell: the queue, the test flag and the creation window are not in them, and a
+        filter that names a queue matches only the runs it adopted)."""
+        return (
+            (not self.status or status in self.status)
+            and (not self.task or task in self.task)
+            and (not self.tag or bool(set(tags) & set(self.tag)))
+            and (not self.version or version in self.version)
+            and not self.queue
         )
 
     def check_statuses(self, api_version: TriggerApiVersion, where: str) -> None:

@@ -537,12 +537,23 @@ class Watcher:
         """Every watch that covers the run an event is about (its own included)."""
         run = event.subject_id
         keys = [f"trigger_run:{run}", f"parallel_task_run:{run}"]
-        if self._discovery_keys is None:
-            self._discovery_keys = tuple(k for k in self.configs if k.startswith("trigger_runs:"))
-        keys += [f"{parent}/{run}" for parent in self._discovery_keys]
         if group := event.details.get("group_id"):
             keys.append(f"parallel_task_group:{group}")
-        return [rt.ref for key in keys if (rt := self.registry.get(key)) is not None]
+        refs = [rt.ref for key in keys if (rt := self.registry.get(key)) is not None]
+        if self._discovery_keys is None:
+            self._discovery_keys = tuple(k for k in self.configs if k.startswith("trigger_runs:"))
+        d = event.details
+        for parent in self._discovery_keys:
+            # A filter covers the run once it follows it, or as soon as the run matches
+            # it (its next listing would find it): whichever watch speaks first.
+            watch = self.configs.get(parent)
+            if not isinstance(watch, TriggerRunsWatch) or event.source is not Source.TRIGGER:
+                continue
+            if f"{parent}/{run}" in self.registry or watch.filter.matches(
+                event.to_status, d.get("task"), d.get("tags") or (), d.get("version")
+            ):
+                refs.append(watch.ref())
+        return refs
 
     def _one_per_change(self, events: Sequence[Event]) -> list[Event]:
         """Drop the copies of changes another watch announced; the rest carry every

@@ -20,6 +20,7 @@ import anyio
 
 from watcher.core.statuses import trigger_statuses
 from watcher.http_server import Request, Response, json_response
+from watcher.simulator.faults import BrokenBody, dripping, hang, reset_mid_body
 from watcher.simulator.trigger_runs import is_current, public_status
 from watcher.simulator.world import Fault, World
 
@@ -103,25 +104,15 @@ class SimulatorApi:
                 )
                 return json_response(fault.status, body, list(fault.headers))
             case "hang":
-                return Response(hang=True)
+                return await hang()
             case "malformed":
                 return json_response(200, b'{"taskgroup_id": "x", "status": {')
             case "wrong_shape":
                 return json_response(200, _dumps({"unexpected": [1, 2, 3]}))
             case "reset":
-                return Response(
-                    200,
-                    [("content-type", "application/json"), ("content-length", "4096")],
-                    b"{" * 100,
-                    truncate_at=100,
-                )
+                return reset_mid_body(b"{" * 100, sent=100, promised=4096)
             case "drip":
-                return Response(
-                    200,
-                    [("content-type", "application/json")],
-                    b'{"slow": "' + b"x" * 200 + b'"}',
-                    drip=0.2,
-                )
+                return dripping(b'{"slow": "' + b"x" * 200 + b'"}', every=0.2)
         return None
 
     # -- Parallel -------------------------------------------------------------------------
@@ -384,10 +375,6 @@ def _frame(event_id: str, payload: dict[str, Any]) -> bytes:
     return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
-class BrokenStream(Exception):
-    """Raised inside a streamed body: the server hangs up mid-message."""
-
-
 def _event_stream(frames: AsyncIterator[bytes], break_after: int | None) -> Response:
     """A ``text/event-stream`` response of ``frames``; ``break_after``: hang up mid-event
     after that many events (a dropped connection)."""
@@ -397,7 +384,7 @@ def _event_stream(frames: AsyncIterator[bytes], break_after: int | None) -> Resp
         async for chunk in frames:
             if break_after is not None and sent >= break_after:
                 yield chunk[: len(chunk) // 2]
-                raise BrokenStream
+                raise BrokenBody
             yield chunk
             sent += 1
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 import anyio
 
 from watcher.http_server import HttpServer, Request, Response, json_response
+from watcher.simulator.faults import hang
 
 __all__ = ["Received", "WebhookReceiver"]
 
@@ -82,7 +83,7 @@ class WebhookReceiver:
     async def handle(self, request: Request) -> Response:
         """Record the request, or misbehave as configured."""
         if self.hang:
-            return Response(hang=True)
+            return await hang()
         if self.fail_first > 0:
             self.fail_first -= 1
             self.rejected += 1
