@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from watcher.core.events import WatchRef
+from watcher.core.feed import FeedState, Phase
 from watcher.core.schedule import SchedulePolicy
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, WatchState
@@ -20,6 +21,10 @@ class Kind(StrEnum):
     RUN = "run"
     GROUP = "group"
     DISCOVERY = "discovery"
+
+
+_POLLING = FeedState()
+"""Every runtime starts here (a frozen value: one instance serves them all)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -51,15 +56,10 @@ class WatchRuntime:
     """Read back from the state file and not polled successfully since."""
     finished_at: float | None = None
     """Unix time when the run reached a terminal status (for retention)."""
-    streaming: bool = False
-    """A group whose event stream is open and delivering: polls only cross-check, at
-    ``max_interval``."""
-    stream_queued: bool = False
-    """Waiting for, or held by, a stream worker."""
+    feed: FeedState = _POLLING
+    """The group's event stream, as the feed state machine sees it (``core/feed.py``)."""
     stream_cursor: str | None = None
     """The events stream's ``last_event_id``, to resume after a disconnect."""
-    stream_retry_at: float = 0.0
-    """Monotonic time before which the group is polled, not streamed (after a fallback)."""
     stream_suspect: bool = False
     """A cross-check poll disagreed with the stream; the next poll decides."""
     named: set[str] | None = None
@@ -69,6 +69,12 @@ class WatchRuntime:
     streamed_ahead: int = 0
     """Failures the events stream named since the runs stream was last read: the next
     read must go that much further past its cursor."""
+
+    @property
+    def streaming(self) -> bool:
+        """An event stream is open and delivering: polls only cross-check, at
+        ``max_interval``."""
+        return self.feed.phase is Phase.STREAMING
 
     @property
     def source(self) -> Source:

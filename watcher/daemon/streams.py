@@ -4,17 +4,17 @@ A group watch not in ``poll`` mode asks for a stream after each poll that finds
 it active. A fixed pool of workers (children of the daemon's task group, like
 the pollers) serves those requests; when every worker is busy or the queue is
 full, the group simply stays polled. While a stream is open the group is still
-polled, at ``max_interval``, as a cross-check of the counts. A stream that is
-refused (404, 401, ...) or fails three times in a row hands the group back to
-polling for ``stream_retry_after``; other disconnects reconnect from the last
-event id, with capped, jittered backoff.
+polled, at ``max_interval``, as a cross-check of the counts. What happens when a
+stream delivers, ends, fails or is refused is decided by the feed state machine
+(``watcher/core/feed.py``); this module performs its actions: connect, wait, tell
+the operator, hand the group back to polling.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 import anyio
 import structlog
@@ -24,6 +24,25 @@ from httpx_sse import ServerSentEvent
 
 from watcher.clock import Clock
 from watcher.config.model import ParallelSourceConfig, ParallelTaskGroupWatch
+from watcher.core.feed import (
+    Action,
+    Connect,
+    Delivering,
+    Ended,
+    Enqueue,
+    FallBack,
+    FeedPolicy,
+    Input,
+    Refused,
+    Release,
+    Sleep,
+    Start,
+    Stop,
+    StretchPolls,
+    Wake,
+    Want,
+    advance,
+)
 from watcher.core.group_stream import StreamBuffer, flush, hold, take
 from watcher.core.health import Problem, ProblemKind
 from watcher.core.snapshots import GroupSnapshot
@@ -40,11 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["GroupStreams", "may_stream"]
 
 log = structlog.get_logger("watcher.stream")
-
-_MAX_FAILURES = 3
-_MAX_BACKOFF = 30.0
-_TRANSIENT_RETRY = 30.0
-"""After a stream failed for a passing reason, poll at most this long before retrying it."""
 
 
 def may_stream(watch: object) -> bool:
@@ -82,27 +96,32 @@ class GroupStreams:
         self.connects = 0
         self.fallbacks = 0
 
+    @property
+    def policy(self) -> FeedPolicy:
+        """The feed limits (read each time: a reload may change ``stream_retry_after``)."""
+        return FeedPolicy(retry_after=self.config.stream_retry_after)
+
+    def _advance(self, rt: WatchRuntime, event: Input) -> tuple[Action, ...]:
+        rt.feed, actions = advance(rt.feed, event, self.policy, self.rng)
+        return actions
+
     def want(self, rt: WatchRuntime) -> None:
         """Ask for a stream for ``rt`` if it should have one; never waits."""
-        if self._send is None or not self._eligible(rt):
+        if self._send is None or self.config.max_streams == 0 or rt.kind is not Kind.GROUP:
             return
-        try:
-            self._send.send_nowait(rt)
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            return  # every stream slot is taken and the queue is full: keep polling
-        rt.stream_queued = True
+        if not self._active(rt):
+            return
+        for action in self._advance(rt, Want(self.clock.now())):
+            assert isinstance(action, Enqueue), action
+            try:
+                self._send.send_nowait(rt)
+            except (anyio.WouldBlock, anyio.ClosedResourceError):
+                self._advance(rt, Stop())  # every stream slot is taken: keep polling
 
     def close(self, key: str) -> None:
         """Close the stream of watch ``key`` now, if one is open (removed, or set to poll)."""
         if (scope := self._serving.get(key)) is not None:
             scope.cancel()
-
-    def _eligible(self, rt: WatchRuntime) -> bool:
-        if self.config.max_streams == 0 or rt.kind is not Kind.GROUP:
-            return False
-        if rt.streaming or rt.stream_queued or self.clock.now() < rt.stream_retry_at:
-            return False
-        return self._active(rt)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the workers until cancelled."""
@@ -122,24 +141,23 @@ class GroupStreams:
     async def _worker(self, receive: anyio.abc.ObjectReceiveStream[WatchRuntime]) -> None:
         async with receive:
             async for rt in receive:
-                # ``stream_queued`` stays set while this worker owns the group.
                 if not self._active(rt):
-                    rt.stream_queued = False
+                    self._advance(rt, Stop())
                     continue
                 self.open += 1
                 try:
                     with anyio.CancelScope() as self._serving[rt.key]:
-                        await self._serve(rt)
+                        await self._perform(rt, self._advance(rt, Start()))
                 except Exception:
                     log.exception("internal error in a group event stream", watch=rt.key)
-                    self._fall_back(rt, None)
+                    await self._perform(rt, self._advance(rt, Stop(self.clock.now(), crashed=True)))
                 finally:
                     self._serving.pop(rt.key, None)
                     self.open -= 1
-                    rt.stream_queued = False
-                    if not rt.removed:
-                        # Back to polling: look now, the stream may have missed the end.
-                        self.watcher.poll_soon(rt)
+                    # Closed by a reload or a removal while working: back to polling.
+                    for action in self._advance(rt, Stop()):
+                        assert isinstance(action, Release), action
+                        self._release(rt)
 
     def _active(self, rt: WatchRuntime) -> bool:
         """The group is watched, wants streams (a reload may have said ``poll``), is active."""
@@ -148,60 +166,72 @@ class GroupStreams:
         snapshot = _group_snapshot(rt)
         return snapshot is not None and snapshot.is_active
 
-    async def _serve(self, rt: WatchRuntime) -> None:
-        failures = 0
-        while self._active(rt):
-            follower = _Follower(self.watcher, rt, self.client.events.scrub)
-            self.connects += 1
-            try:
-                end = await self.client.follow_group_events(
-                    rt.subject_id,
-                    rt.stream_cursor,
-                    Ticket(self.gate),
-                    follower,
-                    idle_timeout=self.config.events_idle_timeout,
-                    max_age=self.config.events_max_age,
-                )
-            except SourceError as exc:
-                failures += 1
-                if exc.problem.kind.definitive or failures >= _MAX_FAILURES:
-                    self._fall_back(rt, exc.problem)
-                    return
-                await anyio.sleep(self._backoff(failures))
-                continue
-            finally:
-                # Polls go back to their own pace until the next connection delivers.
-                rt.streaming = False
-                await follower.flush()
-            problem = end.problem or follower.error
-            if problem is not None or (end.reason == "closed" and end.events == 0):
-                failures += 1
-                if failures >= _MAX_FAILURES:
-                    self._fall_back(rt, problem)
-                    return
-                log.info(
-                    "group event stream ended; reconnecting",
-                    watch=rt.key,
-                    reason=end.reason,
-                    events=end.events,
-                    error=problem.message if problem else None,
-                )
-                await anyio.sleep(self._backoff(failures))
-                continue
-            failures = 0
+    async def _perform(self, rt: WatchRuntime, actions: tuple[Action, ...]) -> None:
+        """Perform the feed's actions, and those that their outcomes lead to, in order."""
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            match action:
+                case Connect():
+                    if self._active(rt):
+                        pending += await self._connect(rt)
+                    else:
+                        pending += self._advance(rt, Stop())
+                case Sleep(seconds=seconds):
+                    await anyio.sleep(seconds)
+                    pending += self._advance(rt, Wake())
+                case StretchPolls():
+                    self.watcher.stretch_polls(rt)
+                case FallBack(problem=problem, wait=wait):
+                    self._report_fall_back(rt, problem, wait)
+                case Release():
+                    self._release(rt)
+                case Enqueue():  # pragma: no cover - only ``want`` asks for it
+                    raise AssertionError("Enqueue inside a worker")
+                case _:
+                    assert_never(action)
 
-    def _backoff(self, failures: int) -> float:
-        cap = min(_MAX_BACKOFF, 0.5 * 2.0**failures)
-        return self.rng.uniform(cap / 2, cap)
+    async def _connect(self, rt: WatchRuntime) -> tuple[Action, ...]:
+        follower = _Follower(self.watcher, rt, self.client.events.scrub, self._delivering)
+        self.connects += 1
+        try:
+            end = await self.client.follow_group_events(
+                rt.subject_id,
+                rt.stream_cursor,
+                Ticket(self.gate),
+                follower,
+                idle_timeout=self.config.events_idle_timeout,
+                max_age=self.config.events_max_age,
+            )
+        except SourceError as exc:
+            await follower.flush()
+            return self._advance(rt, Refused(self.clock.now(), exc.problem))
+        await follower.flush()
+        problem = end.problem or follower.error
+        clean = problem is None and not (end.reason == "closed" and end.events == 0)
+        actions = self._advance(rt, Ended(self.clock.now(), clean, problem))
+        if not clean and any(isinstance(a, Sleep) for a in actions):
+            log.info(
+                "group event stream ended; reconnecting",
+                watch=rt.key,
+                reason=end.reason,
+                events=end.events,
+                error=problem.message if problem else None,
+            )
+        return actions
 
-    def _fall_back(self, rt: WatchRuntime, problem: Problem | None) -> None:
+    def _delivering(self, rt: WatchRuntime) -> None:
+        for action in self._advance(rt, Delivering()):
+            assert isinstance(action, StretchPolls), action
+            self.watcher.stretch_polls(rt)
+
+    def _release(self, rt: WatchRuntime) -> None:
+        if not rt.removed:
+            # Back to polling: look now, the stream may have missed the end.
+            self.watcher.poll_soon(rt)
+
+    def _report_fall_back(self, rt: WatchRuntime, problem: Problem | None, wait: float) -> None:
         self.fallbacks += 1
-        wait = self.config.stream_retry_after
-        if problem is not None and not problem.kind.definitive:
-            # A blip (connection refused, a 5xx): try the stream again soon, not after
-            # the long wait meant for a stream the API refuses.
-            wait = min(wait, self.rng.uniform(_TRANSIENT_RETRY / 2, _TRANSIENT_RETRY))
-        rt.stream_retry_at = self.clock.now() + wait
         watch = self.watcher.configs.get(rt.key)
         loud = isinstance(watch, ParallelTaskGroupWatch) and watch.mode == "stream"
         (log.warning if loud else log.info)(
@@ -215,10 +245,17 @@ class GroupStreams:
 class _Follower:
     """Parses a group's events and applies them through the watcher, as polls would."""
 
-    def __init__(self, watcher: Watcher, rt: WatchRuntime, scrub: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        watcher: Watcher,
+        rt: WatchRuntime,
+        scrub: Callable[[str], str],
+        delivering: Callable[[WatchRuntime], None],
+    ) -> None:
         self.watcher = watcher
         self.rt = rt
         self.scrub = scrub
+        self.delivering = delivering
         self.buffer = StreamBuffer()
         self.error: Problem | None = None
         self.what = f"events stream of {rt.key}"
@@ -234,7 +271,7 @@ class _Follower:
         rt = self.rt
         if not self._started:
             self._started = True
-            self.watcher.stretch_polls(rt)
+            self.delivering(rt)
         try:
             parsed = parse_group_event(sse.data, self.what, rt.subject_id)
         except StreamErrorEvent as exc:

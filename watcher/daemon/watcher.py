@@ -504,7 +504,6 @@ class Watcher:
 
     def stretch_polls(self, rt: WatchRuntime) -> None:
         """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""
-        rt.streaming = True
         self._schedule(rt, rt.policy.max_interval)
 
     async def apply_streamed(self, rt: WatchRuntime, observation: GroupObservation) -> None:
