@@ -86,7 +86,10 @@ async def test_probes_metrics_and_watch_list() -> None:
         async with httpx.AsyncClient(base_url=url) as client:
             health = await client.get("/healthz")
             ready = await client.get("/readyz")
-            metrics = await client.get("/metrics")
+            # The receiver has the message; the daemon counts it once the send returns.
+            with anyio.fail_after(10):
+                while 'result="sent"} 1.0' not in (metrics := await client.get("/metrics")).text:  # noqa: ASYNC110 - read as a scraper would
+                    await anyio.sleep(0.05)
             listing = await client.get("/watches", headers=auth())
             missing = await client.get("/nope")
             wrong = await client.post("/healthz")

@@ -28,6 +28,9 @@ FAILED = ParallelStatus.FAILED.value
 REATTEMPTING = TriggerStatus.REATTEMPTING.value
 
 
+_TASK_FIELD = {Source.TRIGGER: "task", Source.PARALLEL: "processor", Source.WATCHER: "task"}
+
+
 def change_id(source: Source, run_id: str, status: str, upstream_at: str | None) -> str:
     """The id of a run reaching ``status`` at the provider's ``upstream_at``.
 
@@ -63,7 +66,7 @@ def _run_details(run: RunSnapshot) -> dict[str, Any]:
         details["error"] = run.error_message
     if run.task:
         # Trigger.dev names the task; Parallel only the processor that ran it.
-        details["task" if run.source is Source.TRIGGER else "processor"] = run.task
+        details[_TASK_FIELD[run.source]] = run.task
     if run.tags:
         details["tags"] = list(run.tags)
     if run.attempt is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, assert_never
 
 from watcher.core.statuses import Severity, Source
 
@@ -35,9 +35,15 @@ class WatchType(StrEnum):
     @property
     def source(self) -> Source:
         """The upstream API this watch type talks to."""
-        if self is WatchType.WATCHER:
-            return Source.WATCHER
-        return Source.PARALLEL if self.value.startswith("parallel") else Source.TRIGGER
+        match self:
+            case WatchType.PARALLEL_TASK_GROUP | WatchType.PARALLEL_TASK_RUN:
+                return Source.PARALLEL
+            case WatchType.TRIGGER_RUN | WatchType.TRIGGER_RUNS:
+                return Source.TRIGGER
+            case WatchType.WATCHER:
+                return Source.WATCHER
+            case _:
+                assert_never(self)
 
 
 class EventKind(StrEnum):

@@ -59,6 +59,7 @@ from watcher.daemon.build import (
     build_shard,
     build_upstreams,
     check_credentials,
+    credential_variable,
 )
 from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import (
@@ -561,7 +562,7 @@ class Daemon:
             raise Rejected(409, [f"{key} is in the config file; change it there"])
         source = watch.ref().source
         if not watcher.can_poll(source):
-            variable = "PARALLEL_API_KEY" if source is Source.PARALLEL else "TRIGGER_SECRET_KEY"
+            variable = credential_variable(source)
             raise Rejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
         created = key not in self.api_watches
         if created and len(self.api_watches) >= self.config.http.max_api_watches:

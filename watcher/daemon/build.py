@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from typing import assert_never
 
 import httpx
 
@@ -58,19 +59,42 @@ def build_shard(config: ShardConfig, hostname: str) -> Shard:
     return Shard(index, config.count)
 
 
+def credential_variable(source: Source) -> str | None:
+    """The environment variable that holds ``source``'s key (None: it needs none)."""
+    match source:
+        case Source.PARALLEL:
+            return "PARALLEL_API_KEY"
+        case Source.TRIGGER:
+            return "TRIGGER_SECRET_KEY"
+        case Source.WATCHER:
+            return None
+        case _:
+            assert_never(source)
+
+
+def _has_key(source: Source, settings: Settings) -> bool:
+    match source:
+        case Source.PARALLEL:
+            return settings.parallel_api_key is not None
+        case Source.TRIGGER:
+            return settings.trigger_secret_key is not None
+        case Source.WATCHER:
+            return True
+        case _:
+            assert_never(source)
+
+
 def check_credentials(config: WatcherConfig, settings: Settings) -> None:
     """Refuse to start when a watched upstream has no key; name the variables."""
     problems = []
-    used = config.sources_used()
-    if Source.PARALLEL in used and settings.parallel_api_key is None:
+    for source in sorted(config.sources_used()):
+        variable = credential_variable(source)
+        if variable is None or _has_key(source, settings):
+            continue
+        credential = variable.lower().replace("_", "-")
         problems.append(
-            "PARALLEL_API_KEY is not set (needed by the parallel_* watches); "
-            "set it, or PARALLEL_API_KEY_FILE, or the systemd credential parallel-api-key"
-        )
-    if Source.TRIGGER in used and settings.trigger_secret_key is None:
-        problems.append(
-            "TRIGGER_SECRET_KEY is not set (needed by the trigger_* watches); "
-            "set it, or TRIGGER_SECRET_KEY_FILE, or the systemd credential trigger-secret-key"
+            f"{variable} is not set (needed by the {source.value}_* watches); "
+            f"set it, or {variable}_FILE, or the systemd credential {credential}"
         )
     if problems:
         raise ConfigError(problems)

@@ -11,6 +11,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import assert_never
 
 import anyio
 import structlog
@@ -166,7 +167,15 @@ class Watcher:
 
     def can_poll(self, source: Source) -> bool:
         """Whether this upstream has a client (its key was set at start)."""
-        return (self.parallel if source is Source.PARALLEL else self.trigger) is not None
+        match source:
+            case Source.PARALLEL:
+                return self.parallel is not None
+            case Source.TRIGGER:
+                return self.trigger is not None
+            case Source.WATCHER:
+                return False
+            case _:
+                assert_never(source)
 
     def mine(self, watches: Sequence[WatchConfig]) -> list[WatchConfig]:
         """The watches this shard polls. ``trigger_runs`` watches list on every shard;
@@ -328,13 +337,34 @@ class Watcher:
 
     # -- polling --------------------------------------------------------------------------
 
+    async def _get_run(self, rt: WatchRuntime, ticket: Ticket) -> RunSnapshot:
+        """One run from its upstream."""
+        source = rt.source
+        match source:
+            case Source.PARALLEL:
+                assert self.parallel is not None
+                return await self.parallel.get_run(rt.subject_id, ticket)
+            case Source.TRIGGER:
+                assert self.trigger is not None
+                return await self.trigger.get_run(rt.subject_id, ticket)
+            case Source.WATCHER:
+                raise AssertionError("the watcher's own events are not polled")
+            case _:
+                assert_never(source)
+
     def _context(self, rt: WatchRuntime) -> StepContext:
-        if rt.source is Source.PARALLEL:
-            cfg_p = self.sources.parallel
-            url = cfg_p.group_url if rt.kind is Kind.GROUP else cfg_p.run_url
-            run_url = cfg_p.run_url
-        else:
-            url = run_url = self.sources.trigger.run_url
+        source = rt.source
+        match source:
+            case Source.PARALLEL:
+                cfg_p = self.sources.parallel
+                url = cfg_p.group_url if rt.kind is Kind.GROUP else cfg_p.run_url
+                run_url = cfg_p.run_url
+            case Source.TRIGGER:
+                url = run_url = self.sources.trigger.run_url
+            case Source.WATCHER:
+                url = run_url = None
+            case _:
+                assert_never(source)
         config = self.configs.get(rt.parent or rt.key)
         return StepContext(
             watch=rt.ref,
@@ -405,12 +435,8 @@ class Watcher:
                             rt.streamed_ahead = 0
                         observation = GroupObservation(snapshot, fresh, read.cursor, streamed=True)
                 outcome: RunSnapshot | GroupObservation = observation
-            elif rt.source is Source.PARALLEL:
-                assert self.parallel is not None
-                outcome = await self.parallel.get_run(rt.subject_id, ticket)
             else:
-                assert self.trigger is not None
-                outcome = await self.trigger.get_run(rt.subject_id, ticket)
+                outcome = await self._get_run(rt, ticket)
         except SourceError as exc:
             rt.errors += 1
             state = rt.state
