@@ -1,6 +1,13 @@
 from __future__ import annotations
 
-from watcher.core.health import HealthState, Problem, ProblemKind, on_failure, on_success
+from watcher.core.health import (
+    HealthState,
+    Problem,
+    ProblemKind,
+    counts_as_seen,
+    on_failure,
+    on_success,
+)
 
 UNREACHABLE = Problem(ProblemKind.UNREACHABLE, "HTTP 500 from GET /x", 500)
 AUTH = Problem(ProblemKind.AUTH_FAILED, "HTTP 401 from GET /x", 401)
@@ -49,3 +56,12 @@ def test_episodes_count_separate_outages() -> None:
         state, _ = on_failure(state, AUTH, threshold=3)
         state, _ = on_success(state)
     assert state.episode == 2
+
+
+def test_the_first_pass_counts_a_watch_seen_or_explained_not_one_still_retrying() -> None:
+    assert counts_as_seen(HealthState())
+    passing = Problem(ProblemKind.RATE_LIMITED, "429")
+    retrying, _ = on_failure(HealthState(), passing, threshold=3)
+    assert not counts_as_seen(retrying)  # no baseline yet, nothing reported
+    refused, _ = on_failure(HealthState(), Problem(ProblemKind.AUTH_FAILED, "401"), threshold=3)
+    assert counts_as_seen(refused)  # the operator has the answer

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-__all__ = ["HealthState", "Problem", "ProblemKind", "on_failure", "on_success"]
+__all__ = ["HealthState", "Problem", "ProblemKind", "counts_as_seen", "on_failure", "on_success"]
 
 
 class ProblemKind(StrEnum):
@@ -75,3 +75,13 @@ def on_success(state: HealthState) -> tuple[HealthState, ProblemKind | None]:
     """Record a success; return the problem that just cleared, or ``None``."""
     cleared = state.reported
     return replace(state, failures=0, reported=None, last_problem=None), cleared
+
+
+def counts_as_seen(health: HealthState) -> bool:
+    """Whether the first pass counts a watch as done: it was seen, or it reported why not.
+
+    A watch whose first polls meet a passing error (a 429, a 503) is not done yet:
+    until it has a baseline, changes upstream would be taken for the baseline; a
+    definitive problem (401, 404) or a reported outage is an answer the operator has.
+    """
+    return health.healthy or health.reported is not None

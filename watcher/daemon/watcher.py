@@ -26,8 +26,9 @@ from watcher.core.codec import (
 )
 from watcher.core.coverage import SHARED_KINDS, Announced, merge_watches
 from watcher.core.diff import diff_run
+from watcher.core.discovery import plan_adoption
 from watcher.core.events import Event, WatchRef, WatchType
-from watcher.core.health import Problem
+from watcher.core.health import Problem, counts_as_seen
 from watcher.core.schedule import SchedulePolicy, initial_state
 from watcher.core.sharding import Shard
 from watcher.core.snapshots import FailedRun, GroupObservation, GroupSnapshot, RunSnapshot
@@ -267,14 +268,8 @@ class Watcher:
             self.first_pass.set()
 
     def _seen(self, rt: WatchRuntime) -> None:
-        """The first pass counts a watch once it was seen, or once it reported why not.
-
-        A watch whose first polls meet a transient error (a 429, a 503) is not
-        "polled" yet: until it has a baseline, changes upstream would be taken
-        for the baseline.
-        """
-        health = rt.state.health
-        if health.healthy or health.reported is not None:
+        """Count ``rt`` for the first pass when core says it is done (``counts_as_seen``)."""
+        if counts_as_seen(rt.state.health):
             self._mark_polled(rt.key)
 
     # -- restore --------------------------------------------------------------------------
@@ -667,29 +662,33 @@ class Watcher:
         state = rt.state
         assert isinstance(state, DiscoveryState)
         step = step_discovery(state, Listing(listing.runs, listing.complete), ctx, watched)
-        events: list[Event] = []
+        plan = plan_adoption(
+            step, shard=self.shard, following=len(rt.children or ()), max_runs=watch.max_runs
+        )
+        for run in plan.over_cap:
+            log.warning(
+                "trigger_runs watch is at max_runs; run not followed",
+                watch=rt.key,
+                run_id=run.run_id,
+                max_runs=watch.max_runs,
+                announced=run in plan.announce_only,
+            )
         writes: list[WatchWrite] = []
-        for run in step.baseline_runs:
-            if not classify(run.source, run.status).terminal and self.shard.owns(run.run_id):
-                child = self._adopt(rt, watch, run, announce=False)
-                if child is not None:
-                    writes += self._write(child)
-        for run in step.new_runs:
-            if not self.shard.owns(run.run_id):
-                continue
-            child = self._adopt(rt, watch, run, announce=True)
-            if child is None:
-                # Over the cap: announce from the listing rather than lose it.
-                events += diff_run(
-                    rt.ref,
-                    None,
-                    run,
-                    observed_at=ctx.observed_at,
-                    announce=True,
-                    url_template=ctx.url_template,
-                )
-            else:
-                writes += self._write(child)
+        for run, announce in plan.follow:
+            writes += self._write(self._adopt(rt, watch, run, announce=announce))
+        # Over the cap: announced from the listing rather than lost.
+        events = [
+            event
+            for run in plan.announce_only
+            for event in diff_run(
+                rt.ref,
+                None,
+                run,
+                observed_at=ctx.observed_at,
+                announce=True,
+                url_template=ctx.url_template,
+            )
+        ]
         await self._after_discovery(rt, step, events, writes)
 
     async def _after_discovery(
@@ -727,16 +726,8 @@ class Watcher:
 
     def _adopt(
         self, parent: WatchRuntime, watch: TriggerRunsWatch, run: RunSnapshot, *, announce: bool
-    ) -> WatchRuntime | None:
-        """Watch a discovered run as a watch of its own. None when over ``max_runs``."""
-        if len(parent.children or ()) >= watch.max_runs:
-            log.warning(
-                "trigger_runs watch is at max_runs; run announced but not followed",
-                watch=parent.key,
-                run_id=run.run_id,
-                max_runs=watch.max_runs,
-            )
-            return None
+    ) -> WatchRuntime:
+        """Watch a discovered run as a watch of its own (``plan_adoption`` chose it)."""
         policy = self._run_policy(watch)
         state = new_watch_state(policy, announce=announce, snapshot=None if announce else run)
         child = self._child(parent, watch, run.run_id, state)
