@@ -113,7 +113,7 @@ def trace(moves: list[str], end: str) -> list[TRun]:
 
 
 def _copy(run: TRun) -> TRun:
-    return TRun(**{**run.__dict__, "tags": list(run.tags), "attempt_errors": []})
+    return TRun(**{**run.__dict__, "tags": list(run.tags)})
 
 
 def observed(states: list[TRun], version: str | None) -> list[Event]:

@@ -126,8 +126,6 @@ class TRun:
     tags: list[str] = field(default_factory=list)
     attempt: int = 0
     """``attemptNumber``: the attempt running or last run (0: never started)."""
-    attempt_errors: list[str] = field(default_factory=list)
-    """Errors of failed attempts that were retried (the API does not show them)."""
     error: str | None = None
     """The run's final error, set when it finishes with a failure."""
     delayed_until: str | None = None
@@ -144,14 +142,13 @@ class TRun:
         return self.queue or f"task/{self.task}"
 
     def move(self, status: str, error: str | None, stamp: str) -> None:
-        """Go to ``status`` (internal or public name) at ``stamp``; ``error``: the failed
-        attempt's error when retrying, the run's error when it finishes with a failure."""
+        """Go to ``status`` (internal or public name) at ``stamp``; ``error`` becomes the
+        run's error when it finishes with a failure. A retried attempt's error is not kept:
+        the provider's API does not show it either."""
         target = internal_status(status)
         if target == "EXECUTING" and self.state not in _SAME_ATTEMPT:
             self.attempt += 1
             self.started_at = self.started_at or stamp
-        if target == "RETRYING_AFTER_FAILURE" and error:
-            self.attempt_errors.append(error)
         if target in _FINISHED:
             self.finished_at = stamp
             self.error = error if target in _FAILED else None

@@ -262,16 +262,10 @@ class World:
     def set_trigger_run(self, run_id: str, status: str, error: str | None = None) -> None:
         """Move a Trigger.dev run to ``status`` (a public or an internal name).
 
-        ``EXECUTING`` after anything but a wait starts a new attempt; ``REATTEMPTING``
-        (``RETRYING_AFTER_FAILURE``) records ``error`` as the failed attempt's; a
-        failed finish records it as the run's error.
+        ``EXECUTING`` after anything but a wait starts a new attempt; a failed finish
+        records ``error`` as the run's error.
         """
         self.trigger_runs[run_id].move(status, error, self._trigger_stamp())
-
-    def retry_trigger_run(self, run_id: str, error: str) -> None:
-        """The running attempt fails with ``error`` and the next one starts."""
-        self.set_trigger_run(run_id, "RETRYING_AFTER_FAILURE", error)
-        self.set_trigger_run(run_id, "EXECUTING")
 
     # -- requests -------------------------------------------------------------------------
 
