@@ -560,19 +560,21 @@ class Watcher:
         if group := event.details.get("group_id"):
             keys.append(f"parallel_task_group:{group}")
         refs = [rt.ref for key in keys if (rt := self.registry.get(key)) is not None]
+        if event.source is not Source.TRIGGER:
+            return refs
         if self._discovery_keys is None:
             self._discovery_keys = tuple(k for k in self.configs if k.startswith("trigger_runs:"))
         d = event.details
         for parent in self._discovery_keys:
             # A filter covers the run once it follows it, or as soon as the run matches
             # it (its next listing would find it): whichever watch speaks first.
-            watch = self.configs.get(parent)
-            if not isinstance(watch, TriggerRunsWatch) or event.source is not Source.TRIGGER:
+            watch, owner = self.configs.get(parent), self.registry.get(parent)
+            if not isinstance(watch, TriggerRunsWatch) or owner is None:
                 continue
             if f"{parent}/{run}" in self.registry or watch.filter.matches(
                 event.to_status, d.get("task"), d.get("tags") or (), d.get("version")
             ):
-                refs.append(watch.ref())
+                refs.append(owner.ref)
         return refs
 
     def _one_per_change(self, events: Sequence[Event]) -> list[Event]:

@@ -21,6 +21,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from watcher.core.health import Problem, ProblemKind
+from watcher.core.scrubbing import Scrubber
 from watcher.sources.errors import ResponseShapeError, SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.ratelimit import rate_counters, retry_after
@@ -148,14 +149,10 @@ def _transport_problem(exc: Exception, what: str, total: float) -> Problem:
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
-def _credentials(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """The secret header values a client sends, bare tokens too, longest first."""
-    found: set[str] = set()
-    for name in _CREDENTIAL_HEADERS:
-        value = headers.get(name)
-        if value:
-            found.update(v for v in (value, value.split(" ", 1)[-1]) if len(v) >= 4)
-    return tuple(sorted(found, key=len, reverse=True))
+def _credentials(headers: Mapping[str, str]) -> list[str]:
+    """The secret header values a client sends, bare tokens too."""
+    values = [headers.get(name) or "" for name in _CREDENTIAL_HEADERS]
+    return [part for value in values for part in (value, value.split(" ", 1)[-1])]
 
 
 class Upstream:
@@ -177,15 +174,14 @@ class Upstream:
         self._epoch = epoch
         self.responses: dict[int, int] = {}
         self.observer: RequestObserver | None = None
-        self._credentials = _credentials(client.headers)
+        self._scrubber = Scrubber()
+        self._scrubber.add(_credentials(client.headers))
 
     def scrub(self, text: str) -> str:
         """``text`` without this API's credentials: an error body may echo the key sent
         (``Invalid API key <key>``), and problems are shown by the CLI, the HTTP API and
         notifications, not only logs."""
-        for secret in self._credentials:
-            text = text.replace(secret, "***")
-        return text
+        return self._scrubber.text(text)
 
     @contextmanager
     def _measured(self) -> Iterator[list[str]]:
