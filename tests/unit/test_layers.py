@@ -15,6 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "sources": {"core", "clock"},
     "notify": {"core", "clock"},
     "config": {"core", "sources", "notify", "clock"},
+    "upstreams": {"core", "sources", "config", "clock"},
     "simulator": {"core", "http_server"},
 }
 

@@ -41,6 +41,7 @@ __all__ = [
     "RouteConfig",
     "ShardConfig",
     "SilenceConfig",
+    "SourceOptions",
     "SourcesConfig",
     "TriggerRunWatch",
     "TriggerRunsFilter",
@@ -67,7 +68,9 @@ class PollingConfig(Strict):
         return self
 
 
-class _SourceBase(Strict):
+class SourceOptions(Strict):
+    """What every upstream's section of ``sources:`` holds."""
+
     base_url: str | None = None
     connect_timeout: PositiveDuration = 5.0
     timeout: PositiveDuration = 15.0
@@ -86,7 +89,7 @@ class _SourceBase(Strict):
         return value.rstrip("/") if value else value
 
 
-class ParallelSourceConfig(_SourceBase):
+class ParallelSourceConfig(SourceOptions):
     """Parallel: API prefix (``/v1``; ``/v1beta`` for the legacy paths), budget, links."""
 
     api_prefix: Literal["/v1", "/v1beta"] = "/v1"
@@ -107,7 +110,7 @@ class ParallelSourceConfig(_SourceBase):
     stream_idle_timeout: PositiveDuration = 5.0
 
 
-class TriggerSourceConfig(_SourceBase):
+class TriggerSourceConfig(SourceOptions):
     """Trigger.dev: API version header, budget (documented limit: 1,500/min), links."""
 
     api_version: ApiVersion = TRIGGER_CURRENT_API_VERSION

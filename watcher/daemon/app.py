@@ -57,9 +57,8 @@ from watcher.daemon.build import (
     build_channels,
     build_gates,
     build_shard,
-    build_upstreams,
     check_credentials,
-    credential_variable,
+    open_clients,
 )
 from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import (
@@ -79,6 +78,8 @@ from watcher.notify.channel import NotifierChannel
 from watcher.notify.dispatcher import DEFAULT_ROUTE, Dispatcher, Plan, watcher_event
 from watcher.notify.serialize import condition_from_dict, event_from_dict, event_to_dict
 from watcher.sources.gate import Ticket
+from watcher.sources.parallel import ParallelClient
+from watcher.upstreams.registry import plugin_for
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -241,25 +242,25 @@ class Daemon:
 
     async def _build(self, stack: AsyncExitStack, *, publish: bool = True) -> Watcher:
         gates = build_gates(self.config.sources, self.clock, self.shard.count)
-        upstreams = await build_upstreams(stack, self.config, self.settings, gates, self._transport)
+        clients = await open_clients(stack, self.config, self.settings, gates, self._transport)
         watcher = Watcher(
             polling=self.config.polling,
             sources=self.config.sources,
             clock=self.clock,
             rng=self.rng,
             gates=gates,
-            parallel=upstreams.parallel,
-            trigger=upstreams.trigger,
+            clients=clients,
             workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
             retention=self.config.retention,
             shard=self.shard,
             persist=self.durability.enabled,
             **({"publish": self._publish} if publish else {}),
         )
-        if upstreams.parallel is not None and self.config.sources.parallel.max_streams > 0:
+        parallel = clients.get(Source.PARALLEL)
+        if isinstance(parallel, ParallelClient) and self.config.sources.parallel.max_streams > 0:
             watcher.streams = GroupStreams(
                 watcher,
-                upstreams.parallel,
+                parallel,
                 gates[Source.PARALLEL],
                 self.config.sources.parallel,
                 clock=self.clock,
@@ -267,11 +268,9 @@ class Daemon:
             )
         if self.metrics is not None:
             watcher.on_poll = self.metrics.poll
-            for client in (upstreams.parallel, upstreams.trigger):
-                if client is not None:
-                    client.upstream.observer = self.metrics.request
-            if upstreams.parallel is not None:
-                upstreams.parallel.events.observer = self.metrics.request
+            for client in clients.values():
+                for upstream in client.upstreams:
+                    upstream.observer = self.metrics.request
         self.watcher = watcher
         return watcher
 
@@ -562,7 +561,7 @@ class Daemon:
             raise Rejected(409, [f"{key} is in the config file; change it there"])
         source = watch.ref().source
         if not watcher.can_poll(source):
-            variable = credential_variable(source)
+            variable = plugin_for(source).credential.variable
             raise Rejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
         created = key not in self.api_watches
         if created and len(self.api_watches) >= self.config.http.max_api_watches:

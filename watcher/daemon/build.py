@@ -6,8 +6,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
-from typing import assert_never
 
 import httpx
 
@@ -15,7 +13,7 @@ from watcher import __version__
 from watcher.clock import Clock, SystemClock
 from watcher.config.loader import ConfigError
 from watcher.config.model import NotifierConfig, ShardConfig, SourcesConfig, WatcherConfig
-from watcher.config.settings import DEFAULT_PARALLEL_URL, DEFAULT_TRIGGER_URL, Settings
+from watcher.config.settings import Settings
 from watcher.core.budget import BudgetPolicy
 from watcher.core.sharding import Shard, ordinal_of
 from watcher.core.statuses import Source
@@ -24,17 +22,15 @@ from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
 from watcher.notify.channel import DeliveryPolicy, NotifierChannel
 from watcher.notify.templates import MAX_BODY, MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate
-from watcher.sources.http import HttpLimits, Upstream, build_client
-from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient, environment_of_key, trigger_headers
+from watcher.upstreams.plugin import Opening, SourceClient
+from watcher.upstreams.registry import PLUGINS, plugin_for
 
 __all__ = [
-    "Upstreams",
     "build_channels",
     "build_gates",
     "build_shard",
-    "build_upstreams",
     "check_credentials",
+    "open_clients",
 ]
 
 
@@ -59,42 +55,17 @@ def build_shard(config: ShardConfig, hostname: str) -> Shard:
     return Shard(index, config.count)
 
 
-def credential_variable(source: Source) -> str | None:
-    """The environment variable that holds ``source``'s key (None: it needs none)."""
-    match source:
-        case Source.PARALLEL:
-            return "PARALLEL_API_KEY"
-        case Source.TRIGGER:
-            return "TRIGGER_SECRET_KEY"
-        case Source.WATCHER:
-            return None
-        case _:
-            assert_never(source)
-
-
-def _has_key(source: Source, settings: Settings) -> bool:
-    match source:
-        case Source.PARALLEL:
-            return settings.parallel_api_key is not None
-        case Source.TRIGGER:
-            return settings.trigger_secret_key is not None
-        case Source.WATCHER:
-            return True
-        case _:
-            assert_never(source)
-
-
 def check_credentials(config: WatcherConfig, settings: Settings) -> None:
     """Refuse to start when a watched upstream has no key; name the variables."""
     problems = []
     for source in sorted(config.sources_used()):
-        variable = credential_variable(source)
-        if variable is None or _has_key(source, settings):
+        credential = plugin_for(source).credential
+        if credential.read(settings) is not None:
             continue
-        credential = variable.lower().replace("_", "-")
+        variable = credential.variable
         problems.append(
             f"{variable} is not set (needed by the {source.value}_* watches); "
-            f"set it, or {variable}_FILE, or the systemd credential {credential}"
+            f"set it, or {variable}_FILE, or the systemd credential {credential.systemd_name}"
         )
     if problems:
         raise ConfigError(problems)
@@ -198,7 +169,8 @@ def build_gates(sources: SourcesConfig, clock: Clock, shards: int = 1) -> dict[S
     one API key, and so one provider limit, so each takes its share.
     """
     gates = {}
-    for source, cfg in ((Source.PARALLEL, sources.parallel), (Source.TRIGGER, sources.trigger)):
+    for source, plugin in PLUGINS.items():
+        cfg = plugin.options(sources)
         gates[source] = SourceGate(
             source.value,
             BudgetPolicy(
@@ -212,82 +184,27 @@ def build_gates(sources: SourcesConfig, clock: Clock, shards: int = 1) -> dict[S
     return gates
 
 
-class Upstreams:
-    """The clients of the upstreams a configuration uses."""
-
-    def __init__(self, parallel: ParallelClient | None, trigger: TriggerClient | None) -> None:
-        self.parallel = parallel
-        self.trigger = trigger
-
-
-async def build_upstreams(
+async def open_clients(
     stack: AsyncExitStack,
     config: WatcherConfig,
     settings: Settings,
     gates: dict[Source, SourceGate],
     transport: httpx.AsyncBaseTransport | None = None,
-) -> Upstreams:
-    """One shared httpx client per upstream in use or with a key, closed with ``stack``.
+) -> dict[Source, SourceClient]:
+    """One client per upstream with a key, closed with ``stack``.
 
     An upstream with a key but no watch yet gets its client too: the watch API
-    and reloads may add watches of it later.
+    and reloads may add watches of it later. (``check_credentials`` has refused
+    watches of upstreams without one.)
     """
-    cfg = config.sources
-    used = config.sources_used()
-    if settings.parallel_api_key is not None:
-        used.add(Source.PARALLEL)
-    if settings.trigger_secret_key is not None:
-        used.add(Source.TRIGGER)
     agent = f"run-watcher/{__version__}"
-    parallel = trigger = None
-    if Source.PARALLEL in used:
-        assert settings.parallel_api_key is not None
-        headers = {"x-api-key": settings.parallel_api_key.get_secret_value(), "user-agent": agent}
-        limits = HttpLimits(
-            connect_timeout=cfg.parallel.connect_timeout,
-            read_timeout=cfg.parallel.timeout,
-            total_timeout=cfg.parallel.total_timeout,
-            stream_timeout=cfg.parallel.stream_timeout,
-            stream_idle_timeout=cfg.parallel.stream_idle_timeout,
-            max_connections=cfg.parallel.max_concurrency,
+    clients: dict[Source, SourceClient] = {}
+    for source, plugin in PLUGINS.items():
+        key = plugin.credential.read(settings)
+        if key is None:
+            continue
+        opening = Opening(
+            config.sources, settings, key.get_secret_value(), gates[source], agent, transport
         )
-        base_url = settings.parallel_base_url or cfg.parallel.base_url or DEFAULT_PARALLEL_URL
-        # Event streams stay open for long: a pool of their own, so polls never wait for one.
-        events_limits = replace(limits, max_connections=max(1, cfg.parallel.max_streams))
-        client, events_client = [
-            await stack.enter_async_context(
-                build_client(base_url, headers, pool_limits, transport=transport)
-            )
-            for pool_limits in (limits, events_limits)
-        ]
-        parallel = ParallelClient(
-            Upstream("parallel", client, gates[Source.PARALLEL], limits),
-            prefix=cfg.parallel.api_prefix,
-            max_stream_events=cfg.parallel.max_stream_events,
-            events=Upstream("parallel", events_client, gates[Source.PARALLEL], events_limits),
-        )
-    if Source.TRIGGER in used:
-        assert settings.trigger_secret_key is not None
-        limits = HttpLimits(
-            connect_timeout=cfg.trigger.connect_timeout,
-            read_timeout=cfg.trigger.timeout,
-            total_timeout=cfg.trigger.total_timeout,
-            max_connections=cfg.trigger.max_concurrency,
-        )
-        client = await stack.enter_async_context(
-            build_client(
-                settings.trigger_api_url or cfg.trigger.base_url or DEFAULT_TRIGGER_URL,
-                trigger_headers(
-                    settings.trigger_secret_key.get_secret_value(),
-                    settings.trigger_api_version or cfg.trigger.api_version,
-                    agent,
-                ),
-                limits,
-                transport=transport,
-            )
-        )
-        trigger = TriggerClient(
-            Upstream("trigger", client, gates[Source.TRIGGER], limits),
-            environment=environment_of_key(settings.trigger_secret_key.get_secret_value()),
-        )
-    return Upstreams(parallel, trigger)
+        clients[source] = await plugin.open(stack, opening)
+    return clients

@@ -8,10 +8,10 @@ their retention period so memory follows the load, not the daemon's age.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import assert_never
+from typing import TypeVar
 
 import anyio
 import structlog
@@ -57,6 +57,8 @@ from watcher.sources.errors import SourceError
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.parallel import ParallelClient
 from watcher.sources.trigger import TriggerClient
+from watcher.upstreams.plugin import Links, SourceClient
+from watcher.upstreams.registry import PLUGINS, plugin_for
 
 __all__ = ["Publish", "Watcher"]
 
@@ -64,6 +66,8 @@ log = structlog.get_logger("watcher.poll")
 
 Publish = Callable[[Sequence[Event], Sequence[WatchWrite]], Awaitable[None]]
 """Persist the watch writes and the events' outbox rows, then deliver the events."""
+
+_C = TypeVar("_C")
 
 STREAM_RECHECK = 1.0
 """Seconds before a cross-check poll that disagreed with a group's stream looks again."""
@@ -91,8 +95,7 @@ class Watcher:
         clock: Clock,
         rng: random.Random,
         gates: dict[Source, SourceGate],
-        parallel: ParallelClient | None,
-        trigger: TriggerClient | None,
+        clients: Mapping[Source, SourceClient],
         workers: dict[Source, int],
         publish: Publish = _discard,
         retention: float = 86400.0,
@@ -105,8 +108,7 @@ class Watcher:
         self.rng = rng
         self.publish = publish
         self.retention = retention
-        self.parallel = parallel
-        self.trigger = trigger
+        self.clients = clients
         self.registry: dict[str, WatchRuntime] = {}
         self.configs: dict[str, WatchConfig] = {}
         self.announced = Announced()
@@ -168,15 +170,14 @@ class Watcher:
 
     def can_poll(self, source: Source) -> bool:
         """Whether this upstream has a client (its key was set at start)."""
-        match source:
-            case Source.PARALLEL:
-                return self.parallel is not None
-            case Source.TRIGGER:
-                return self.trigger is not None
-            case Source.WATCHER:
-                return False
-            case _:
-                assert_never(source)
+        return source in self.clients
+
+    def _client(self, source: Source, capability: type[_C]) -> _C:
+        """``source``'s client, as the class that has ``capability`` (groups, discovery)."""
+        client = self.clients.get(source)
+        if not isinstance(client, capability):
+            raise AssertionError(f"{source.value} has no {capability.__name__}")
+        return client
 
     def mine(self, watches: Sequence[WatchConfig]) -> list[WatchConfig]:
         """The watches this shard polls. ``trigger_runs`` watches list on every shard;
@@ -332,34 +333,12 @@ class Watcher:
 
     # -- polling --------------------------------------------------------------------------
 
-    async def _get_run(self, rt: WatchRuntime, ticket: Ticket) -> RunSnapshot:
-        """One run from its upstream."""
-        source = rt.source
-        match source:
-            case Source.PARALLEL:
-                assert self.parallel is not None
-                return await self.parallel.get_run(rt.subject_id, ticket)
-            case Source.TRIGGER:
-                assert self.trigger is not None
-                return await self.trigger.get_run(rt.subject_id, ticket)
-            case Source.WATCHER:
-                raise AssertionError("the watcher's own events are not polled")
-            case _:
-                assert_never(source)
-
     def _context(self, rt: WatchRuntime) -> StepContext:
-        source = rt.source
-        match source:
-            case Source.PARALLEL:
-                cfg_p = self.sources.parallel
-                url = cfg_p.group_url if rt.kind is Kind.GROUP else cfg_p.run_url
-                run_url = cfg_p.run_url
-            case Source.TRIGGER:
-                url = run_url = self.sources.trigger.run_url
-            case Source.WATCHER:
-                url = run_url = None
-            case _:
-                assert_never(source)
+        links = (
+            plugin_for(rt.source).links(self.sources, rt.ref.type)
+            if rt.source in PLUGINS
+            else Links(None, None)
+        )
         config = self.configs.get(rt.parent or rt.key)
         return StepContext(
             watch=rt.ref,
@@ -367,8 +346,8 @@ class Watcher:
             policy=rt.policy,
             rng=self.rng,
             error_threshold=self.polling.error_threshold,
-            url_template=url,
-            run_url_template=run_url,
+            url_template=links.url,
+            run_url_template=links.run_url,
             stuck_after=getattr(config, "stuck_after", None),
         )
 
@@ -398,8 +377,8 @@ class Watcher:
         stream_problem: Problem | None = None
         try:
             if rt.kind is Kind.GROUP:
-                assert self.parallel is not None
-                snapshot = await self.parallel.get_group(rt.subject_id, ticket)
+                parallel = self._client(rt.source, ParallelClient)
+                snapshot = await parallel.get_group(rt.subject_id, ticket)
                 observation = GroupObservation(snapshot)
                 state = rt.state
                 assert isinstance(state, WatchState)
@@ -407,7 +386,7 @@ class Watcher:
                     return Step(state, (), STREAM_RECHECK)
                 if needs_failed_runs(state, snapshot):
                     try:
-                        read = await self.parallel.failed_runs(
+                        read = await parallel.failed_runs(
                             rt.subject_id,
                             state.cursor,
                             ticket,
@@ -431,7 +410,7 @@ class Watcher:
                         observation = GroupObservation(snapshot, fresh, read.cursor, streamed=True)
                 outcome: RunSnapshot | GroupObservation = observation
             else:
-                outcome = await self._get_run(rt, ticket)
+                outcome = await self.clients[rt.source].get_run(rt.subject_id, ticket)
         except SourceError as exc:
             rt.errors += 1
             state = rt.state
@@ -632,11 +611,11 @@ class Watcher:
     async def _poll_discovery(self, rt: WatchRuntime, ticket: Ticket) -> None:
         watch = self.configs.get(rt.key)
         assert isinstance(watch, TriggerRunsWatch)
-        assert self.trigger is not None
+        trigger = self._client(rt.source, TriggerClient)
         flt = watch.filter.list_filter()
         ctx = self._context(rt)
         try:
-            listing = await self.trigger.list_all(
+            listing = await trigger.list_all(
                 flt, ticket, page_size=watch.page_size, max_pages=watch.max_pages
             )
         except SourceError as exc:

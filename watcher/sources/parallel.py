@@ -49,6 +49,11 @@ class ParallelClient:
         self.events = events or upstream
         """The upstream (own connection pool) that holds group event streams open."""
 
+    @property
+    def upstreams(self) -> tuple[Upstream, ...]:
+        """The polling seam and the event-stream seam."""
+        return (self.upstream,) if self.events is self.upstream else (self.upstream, self.events)
+
     async def follow_group_events(
         self,
         group_id: str,

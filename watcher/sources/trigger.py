@@ -86,6 +86,11 @@ class TriggerClient:
         self.upstream = upstream
         self.environment = environment
 
+    @property
+    def upstreams(self) -> tuple[Upstream, ...]:
+        """The one HTTP seam."""
+        return (self.upstream,)
+
     async def get_run(self, run_id: str, ticket: Ticket) -> RunSnapshot:
         """``GET /api/v3/runs/{runId}``."""
         path = f"/api/v3/runs/{path_segment(run_id)}"
