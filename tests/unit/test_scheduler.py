@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 import structlog
+from virtual_time import LoopClock
 
-from watcher.clock import SystemClock
 from watcher.core.budget import BudgetPolicy
 from watcher.core.events import WatchRef, WatchType
 from watcher.core.schedule import SchedulePolicy, ScheduleState
@@ -33,7 +33,7 @@ def runtime(name: str, *, active: bool) -> WatchRuntime:
 
 
 async def test_tight_budget_serves_active_watches_first_and_says_so() -> None:
-    clock = SystemClock()
+    clock = LoopClock()
     gate = SourceGate("trigger", BudgetPolicy(rate=10.0, burst=1), max_concurrency=4, clock=clock)
     order: list[str] = []
 
@@ -63,7 +63,7 @@ async def test_tight_budget_serves_active_watches_first_and_says_so() -> None:
 
 
 async def test_rescheduling_replaces_the_earlier_timer_and_removed_watches_are_skipped() -> None:
-    clock = SystemClock()
+    clock = LoopClock()
     gate = SourceGate("p", BudgetPolicy(rate=1000.0, burst=100), max_concurrency=2, clock=clock)
     polled: list[str] = []
 

@@ -39,7 +39,7 @@ from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
 from watcher.config.operations import is_loopback
 from watcher.config.settings import Settings
-from watcher.core.events import Event, EventKind
+from watcher.core.events import EventKind
 from watcher.core.sharding import Shard
 from watcher.core.silences import Silence
 from watcher.core.statuses import Severity, Source
@@ -69,14 +69,14 @@ from watcher.daemon.http_api import (
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
+from watcher.daemon.outbox import Outbox
 from watcher.daemon.sdnotify import SystemdNotifier
-from watcher.daemon.state import OutboxRow, StateStore, Stored, WatchWrite
+from watcher.daemon.state import StateStore, Stored, WatchWrite
 from watcher.daemon.streams import GroupStreams
 from watcher.daemon.watcher import Watcher
 from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
-from watcher.notify.dispatcher import DEFAULT_ROUTE, Dispatcher, Plan, watcher_event
-from watcher.notify.serialize import condition_from_dict, event_from_dict, event_to_dict
+from watcher.notify.dispatcher import watcher_event
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
 from watcher.upstreams.registry import plugin_for
@@ -134,109 +134,36 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._transport = transport
-        self.channels = (
-            list(channels) if channels is not None else build_channels(config, self.clock)
-        )
-        self.dispatcher = Dispatcher(
-            build_routes(config.routes, config.notifications),
-            self.channels,
-            self.clock,
-            silences=[s.silence(i) for i, s in enumerate(config.silences)],
-            sink=self._persist_and_apply,
-        )
-        self._wire(self.channels)
         store = StateStore(config.state_file) if config.state_file is not None else None
         self.durability = Durability(store, self.clock)
+        self.metrics = Metrics(self) if config.http.listen else None
+        self.outbox = Outbox(
+            self.durability,
+            self.clock,
+            routes=build_routes(config.routes, config.notifications),
+            silences=[s.silence(i) for i, s in enumerate(config.silences)],
+            state_file=config.state_file,
+            on_published=self.metrics.published if self.metrics is not None else None,
+        )
+        self.dispatcher = self.outbox.dispatcher
+        self.channels = (
+            list(channels)
+            if channels is not None
+            else build_channels(config, self.clock, log=self.outbox)
+        )
+        self.dispatcher.configure(self.dispatcher.routes, self.dispatcher.silences, self.channels)
         self._stop = anyio.Event()
         self.ready = anyio.Event()
         self.watcher: Watcher | None = None
         self.reloads = 0
         self._own_systemd = systemd is None
         self.systemd = systemd if systemd is not None else SystemdNotifier.from_environ()
-        self.metrics = Metrics(self) if config.http.listen else None
         self.http: HttpServer | None = None
         self.api_watches: dict[str, ApiWatch] = {}
         self.api_silences: dict[str, ApiSilence] = {}
         self._expiry_changed = anyio.Event()
         self.started_at = self.clock.wall().timestamp()
         self._started = self.clock.now()
-
-    def _wire(self, channels: Sequence[NotifierChannel]) -> None:
-        for channel in channels:
-            channel.on_delivered = self._delivered
-
-    # -- publishing ------------------------------------------------------------------------
-
-    async def _publish(self, events: Sequence[Event], writes: Sequence[WatchWrite]) -> None:
-        """Persist the watch states and the events' outbox rows, then deliver."""
-        if self.metrics is not None:
-            self.metrics.published(events)
-        await self._persist_and_apply(self.dispatcher.plan(events), writes)
-
-    async def _persist_and_apply(self, plan: Plan, writes: Sequence[WatchWrite] = ()) -> None:
-        rows = [
-            OutboxRow(d.event.event_id, d.channel.id, d.route.id, event_to_dict(d.event))
-            for d in plan.deliveries
-        ]
-        healthy = self.durability.healthy
-        await self.durability.commit(writes, rows, list(plan.conditions.items()))
-        self.dispatcher.apply(plan)
-        if self.durability.healthy != healthy:
-            await self._announce_durability()
-
-    async def _delivered(self, channel: NotifierChannel, events: Sequence[Event]) -> None:
-        healthy = self.durability.healthy
-        await self.durability.delivered(channel.id, [e.event_id for e in events])
-        if self.durability.healthy != healthy:
-            await self._announce_durability()
-
-    async def _announce_durability(self) -> None:
-        path = str(self.config.state_file)
-        now = self.clock.wall()
-        if self.durability.healthy:
-            event = watcher_event(
-                EventKind.STATE_RECOVERED,
-                Severity.INFO,
-                path,
-                now,
-                {"from": "unavailable", "to": "ok"},
-                now.isoformat(),
-            )
-        else:
-            event = watcher_event(
-                EventKind.STATE_UNAVAILABLE,
-                Severity.WARNING,
-                path,
-                now,
-                {
-                    "from": "ok",
-                    "to": "unavailable",
-                    "error": self.durability.error or "",
-                    "message": "notifications are no longer kept across a restart",
-                },
-                now.isoformat(),
-            )
-        await self.dispatcher.broadcast(event)
-
-    async def _announce_fresh_start(self, moved_to: Path) -> None:
-        """The state file was damaged and moved aside: what it held is lost; say so."""
-        now = self.clock.wall()
-        event = watcher_event(
-            EventKind.STATE_UNAVAILABLE,
-            Severity.WARNING,
-            str(self.config.state_file),
-            now,
-            {
-                "from": "damaged",
-                "to": "fresh",
-                "error": f"the state file was damaged; moved aside to {moved_to}",
-                "moved_to": str(moved_to),
-                "message": "started with an empty state: notifications pending before the "
-                "restart, and the baseline of each watch, are lost",
-            },
-            now.isoformat(),
-        )
-        await self.dispatcher.broadcast(event)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -254,7 +181,7 @@ class Daemon:
             retention=self.config.retention,
             shard=self.shard,
             persist=self.durability.enabled,
-            **({"publish": self._publish} if publish else {}),
+            **({"publish": self.outbox.publish} if publish else {}),
         )
         parallel = clients.get(Source.PARALLEL)
         if isinstance(parallel, ParallelClient) and self.config.sources.parallel.max_streams > 0:
@@ -276,40 +203,7 @@ class Daemon:
 
     async def _restore(self, watcher: Watcher, stored: Stored) -> None:
         deletions = watcher.restore(stored)
-        conditions = []
-        for key, data in stored.conditions.items():
-            try:
-                conditions.append(condition_from_dict(data))
-            except (KeyError, ValueError, TypeError) as exc:
-                log.warning("stored condition not usable; dropped", condition=key, error=str(exc))
-        self.dispatcher.restore_conditions(conditions)
-        owed: dict[str, int] = {}
-        gone: set[str] = set()
-        for row in stored.outbox:
-            channel = self.dispatcher.channel_by_id(row.notifier)
-            if channel is None:
-                gone.add(row.notifier)
-                continue
-            try:
-                event = event_from_dict(row.event)
-            except (KeyError, ValueError, TypeError) as exc:
-                log.error(
-                    "stored notification not readable; dropped",
-                    event_id=row.event_id,
-                    error=str(exc),
-                )
-                continue
-            channel.accept(event, self.dispatcher.route_by_id(row.route) or DEFAULT_ROUTE)
-            owed[channel.name] = owed.get(channel.name, 0) + 1
-        if owed:
-            log.info("undelivered notifications restored from the outbox", notifiers=owed)
-        for notifier in gone:
-            dropped = await self.durability.forget_notifier(notifier)
-            log.warning(
-                "outbox entries for a notifier no longer configured dropped",
-                notifier=notifier,
-                events=dropped,
-            )
+        await self.outbox.restore(stored)
         if deletions:
             await self.durability.commit(deletions, [])
 
@@ -389,9 +283,9 @@ class Daemon:
                     http=self.http.url if self.http else None,
                 )
                 if self.durability.enabled and not self.durability.healthy:
-                    await self._announce_durability()
+                    await self.outbox.announce_durability()
                 if self.durability.store is not None and self.durability.store.quarantined:
-                    await self._announce_fresh_start(self.durability.store.quarantined)
+                    await self.outbox.announce_fresh_start(self.durability.store.quarantined)
                 async with anyio.create_task_group() as polling:
                     for scheduler in watcher.schedulers.values():
                         await polling.start(scheduler.run)
@@ -592,10 +486,7 @@ class Daemon:
                 raise Rejected(409, [f"{key} is in the config file: remove it there, then reload"])
             raise Rejected(404, [f"no watch {key} was added through the API"])
         del self.api_watches[key]
-        writes = self.watcher.remove(key) if self.watcher is not None else []
-        for write in writes:
-            self.dispatcher.conditions.forget_watch(write.key)
-        await self.durability.commit(writes, [])
+        await self.outbox.forget(self.watcher.remove(key) if self.watcher is not None else [])
         await self.durability.api_watch(key, None)
         log.info(f"watch {reason}; polling stops", watch=key)
 
@@ -709,7 +600,9 @@ class Daemon:
         try:
             config = self.settings.apply_to(load_config(path))
             check_credentials(config, self.settings)
-            channels = build_channels(config, self.clock, str(path), reuse=self.channels)
+            channels = build_channels(
+                config, self.clock, str(path), reuse=self.channels, log=self.outbox
+            )
         except ConfigError as exc:
             log.error("reload refused; the running configuration stays", problems=exc.problems)
             return False
@@ -729,7 +622,6 @@ class Daemon:
             log.warning("state_file changed: restart to apply it")
         if config.http != old.http or config.shard != old.shard:
             log.warning("the http or shard section changed: restart to apply it")
-        self._wire(channels)
         self.dispatcher.configure(
             build_routes(config.routes, config.notifications), self._silences(config), channels
         )
@@ -745,10 +637,7 @@ class Daemon:
             api = [a.watch for a in self.api_watches.values()]
             writes = self.watcher.reconfigure([*configured, *api], config.polling)
             self.watcher.retention = config.retention
-            for write in writes:
-                self.dispatcher.conditions.forget_watch(write.key)
-        if writes:
-            await self.durability.commit(writes, [])
+        await self.outbox.forget(writes)
         self.config = config.model_copy(
             update={
                 "sources": old.sources,

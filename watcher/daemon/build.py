@@ -19,7 +19,7 @@ from watcher.core.sharding import Shard, ordinal_of
 from watcher.core.statuses import Source
 from watcher.daemon.logging import SCRUBBER
 from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
-from watcher.notify.channel import DeliveryPolicy, NotifierChannel
+from watcher.notify.channel import DeliveryLog, DeliveryPolicy, NotifierChannel, Unlogged
 from watcher.notify.templates import MAX_BODY, MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate
 from watcher.upstreams.plugin import Opening, SourceClient
@@ -91,13 +91,17 @@ def build_channels(
     clock: Clock | None = None,
     source: str = "config",
     reuse: Sequence[NotifierChannel] = (),
+    *,
+    log: DeliveryLog | None = None,
 ) -> list[NotifierChannel]:
     """A delivery channel per configured notifier; a bad URL is a config error naming its index.
 
-    Channels in ``reuse`` whose configuration is unchanged are kept as they are,
-    with what they hold (reload).
+    Each reports what it sent and gave up on to ``log`` (the daemon's outbox; a
+    one-off send keeps nothing). Channels in ``reuse`` whose configuration is
+    unchanged are kept as they are, with what they hold (reload).
     """
     clock = clock or SystemClock()
+    log = log or Unlogged()
     d = config.delivery
     policy = DeliveryPolicy(
         max_attempts=d.max_attempts,
@@ -152,6 +156,7 @@ def build_channels(
                 BudgetPolicy(cfg.max_per_minute / 60.0, cfg.burst),
                 policy,
                 clock,
+                log,
                 scrub=SCRUBBER.text,
                 channel_id=_stable_id(cfg, url),
                 fingerprint=fingerprint,

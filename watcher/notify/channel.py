@@ -10,8 +10,9 @@ never wait for it. What still fails is reported as undeliverable, by ``event_id`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import anyio
 import structlog
@@ -36,12 +37,39 @@ from watcher.notify.render import Message
 from watcher.notify.serialize import event_to_json
 from watcher.notify.templates import MessageRenderer, TemplateSpec
 
-__all__ = ["DeliveryPolicy", "NotifierChannel", "group_key"]
+__all__ = ["DeliveryLog", "DeliveryPolicy", "NotifierChannel", "Unlogged", "group_key"]
 
 log = structlog.get_logger("watcher.notify")
 
 _SWEEP_EVERY = 60.0
 _RANK = {Severity.INFO: 0, Severity.SUCCESS: 1, Severity.WARNING: 2, Severity.FAILURE: 3}
+
+
+class DeliveryLog(Protocol):
+    """Where a channel reports the end of each message: sent, or given up."""
+
+    async def delivered(self, channel: NotifierChannel, events: Sequence[Event]) -> None:
+        """``channel`` sent ``events`` (the outbox forgets them)."""
+        ...
+
+    async def undeliverable(
+        self, channel: NotifierChannel, events: Sequence[Event], detail: str
+    ) -> None:
+        """``channel`` gave up on ``events`` after its retries; ``detail`` is the notifier's reason."""
+        ...
+
+
+class Unlogged:
+    """The log of a one-off send (``test-notify``, ``routes test``): nothing to keep, and
+    the command reports each result itself."""
+
+    async def delivered(self, channel: NotifierChannel, events: Sequence[Event]) -> None:
+        """Nothing is kept."""
+
+    async def undeliverable(
+        self, channel: NotifierChannel, events: Sequence[Event], detail: str
+    ) -> None:
+        """Nothing is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +122,7 @@ class NotifierChannel:
     rate: BudgetPolicy
     policy: DeliveryPolicy
     clock: Clock
-    on_undeliverable: Callable[[NotifierChannel, Sequence[Event], str], Awaitable[None]] | None = (
-        None
-    )
-    on_delivered: Callable[[NotifierChannel, Sequence[Event]], Awaitable[None]] | None = None
+    log: DeliveryLog
     scrub: Callable[[str], str] = str
     channel_id: str | None = None
     fingerprint: str | None = None
@@ -295,16 +320,15 @@ class NotifierChannel:
                 event_ids=ids,
             )
             was_failing, self.failing = self.failing, True
-            if not was_failing and self.on_undeliverable is not None:
-                await self.on_undeliverable(self, events, detail)
+            if not was_failing:
+                await self.log.undeliverable(self, events, detail)
             return False
         finally:
             self.inflight = []
         self.failing = False
         self.sent_messages += 1
         self.sent_events += len(events)
-        if self.on_delivered is not None:
-            await self.on_delivered(self, events)
+        await self.log.delivered(self, events)
         log.info(
             "notification sent",
             notifier=self.name,

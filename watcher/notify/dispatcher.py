@@ -3,9 +3,10 @@
 Publishing a batch of events happens in two halves. :meth:`Dispatcher.plan` feeds
 the condition book (which may close conditions: resolved messages), drops
 silenced events (counted and logged) and resolves the route tree into deliveries,
-one per (event, notifier); it never waits. The caller persists that plan (the
-outbox) and then :meth:`Dispatcher.apply` hands the deliveries to the notifier
-channels. So nothing is sent before it is written down.
+one per (event, notifier); it never waits. The sink (the daemon's outbox) persists
+that plan and then :meth:`Dispatcher.apply` hands the deliveries to the notifier
+channels. So nothing is sent before it is written down; the dispatcher's own plans
+(reminders, broadcasts, heartbeats) go through the same sink.
 
 A ticker sends reminders for open conditions on routes with ``repeat_interval``,
 resolved messages go to routes with ``send_resolved`` that matched the event that
@@ -108,11 +109,11 @@ class Dispatcher:
     def __init__(
         self,
         routes: Sequence[RouteNode],
-        channels: Sequence[NotifierChannel],
         clock: Clock,
         *,
+        sink: Sink,
         silences: Sequence[Silence] = (),
-        sink: Sink | None = None,
+        channels: Sequence[NotifierChannel] = (),
     ) -> None:
         self.clock = clock
         self.conditions = ConditionBook()
@@ -120,7 +121,7 @@ class Dispatcher:
         self.silenced = 0
         self.undelivered: dict[str, list[str]] = {}
         self._reminded: dict[tuple[str, str], tuple[datetime, int]] = {}
-        self._sink: Sink = sink or self._apply_sink
+        self._sink = sink
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self.channels: list[NotifierChannel] = []
@@ -145,8 +146,6 @@ class Dispatcher:
         gone = [c for c in self.channels if c not in channels]
         new = [c for c in channels if c not in self.channels]
         self.channels = list(channels)
-        for channel in self.channels:
-            channel.on_undeliverable = self._notifier_failed
         for channel in gone:
             channel.close()
         if self._tg is not None:
@@ -238,15 +237,6 @@ class Dispatcher:
         for d in plan.deliveries:
             d.channel.accept(d.event, d.route)
 
-    async def _apply_sink(self, plan: Plan) -> None:
-        self.apply(plan)
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Plan, persist (through the sink), then deliver."""
-        plan = self.plan(events)
-        if plan.deliveries or plan.conditions:
-            await self._sink(plan)
-
     # -- reminders ----------------------------------------------------------------------
 
     def plan_reminders(self, now: datetime) -> Plan:
@@ -264,12 +254,6 @@ class Dispatcher:
                 self._reminded[key] = (now, number + 1)
                 self._plan_event(plan, reminder_event(condition, now, number + 1), [route])
         return plan
-
-    def remind(self, now: datetime) -> int:
-        """Queue the reminders due at ``now`` without persisting them (tests, no state file)."""
-        plan = self.plan_reminders(now)
-        self.apply(plan)
-        return len({(d.event.event_id) for d in plan.deliveries})
 
     async def _ticker(self) -> None:
         while True:
@@ -305,9 +289,10 @@ class Dispatcher:
             await self._sink(plan)
         return len(plan.deliveries)
 
-    async def _notifier_failed(
+    async def notifier_failed(
         self, channel: NotifierChannel, events: Sequence[Event], detail: str
     ) -> None:
+        """``channel`` gave up on ``events``: a ``notifier.failed`` to every other notifier."""
         event = watcher_event(
             EventKind.NOTIFIER_FAILED,
             Severity.FAILURE,

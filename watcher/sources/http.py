@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -393,8 +393,9 @@ async def _pump(
     async def reader() -> None:
         async with send:
             try:
-                async for sse in source.aiter_sse():
-                    await send.send(sse)
+                async with aclosing(source.aiter_sse()) as events:
+                    async for sse in events:
+                        await send.send(sse)
             except (httpx.HTTPError, SSEError) as exc:
                 failure.append(exc)
 
@@ -432,12 +433,18 @@ async def _read_capped(
 ) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            if truncate:
-                chunks.append(chunk[: limit - (size - len(chunk))])
-                break
-            raise ResponseShapeError(f"{what}: response larger than {limit} bytes")
-        chunks.append(chunk)
+    body = response.aiter_bytes()
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                if truncate:
+                    chunks.append(chunk[: limit - (size - len(chunk))])
+                    break
+                raise ResponseShapeError(f"{what}: response larger than {limit} bytes")
+            chunks.append(chunk)
+    finally:
+        # Closed at once when the cap stops the read (not whenever the GC gets to it).
+        if isinstance(body, AsyncGenerator):
+            await body.aclose()
     return b"".join(chunks)

@@ -1,0 +1,186 @@
+"""The one publish path: plan, commit to the state file, then hand over to the channels.
+
+Polls, streams, reminders, broadcasts about the watcher itself, heartbeats and the
+HTTP API all publish through :class:`Outbox`; the dispatcher plans and its
+channels send, but neither writes to the state file or decides when a plan is
+safe to hand over. A notification the state file accepted survives a crash; one
+it refused is still sent, and the watcher says the file is unavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from watcher.clock import Clock
+from watcher.core.events import Event, EventKind
+from watcher.core.routing import RouteNode
+from watcher.core.silences import Silence
+from watcher.core.statuses import Severity
+from watcher.daemon.durability import Durability
+from watcher.daemon.state import OutboxRow, Stored, WatchWrite
+from watcher.notify.channel import NotifierChannel
+from watcher.notify.dispatcher import DEFAULT_ROUTE, Dispatcher, Plan, watcher_event
+from watcher.notify.serialize import condition_from_dict, event_from_dict, event_to_dict
+
+__all__ = ["Outbox"]
+
+log = structlog.get_logger("watcher.outbox")
+
+
+class Outbox:
+    """Publishes events: the dispatcher's plan is committed, then handed to the channels.
+
+    It is also every channel's delivery log: what a channel sent leaves the state
+    file, and what it could not send becomes a ``notifier.failed`` to the others.
+    """
+
+    def __init__(
+        self,
+        durability: Durability,
+        clock: Clock,
+        *,
+        routes: Sequence[RouteNode],
+        silences: Sequence[Silence] = (),
+        state_file: Path | None = None,
+        on_published: Callable[[Sequence[Event]], None] | None = None,
+    ) -> None:
+        self.durability = durability
+        self.clock = clock
+        self.state_file = state_file
+        self.on_published = on_published
+        self.dispatcher = Dispatcher(routes, clock, sink=self.commit, silences=silences)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event], writes: Sequence[WatchWrite] = ()) -> None:
+        """Plan ``events``; persist ``writes`` with the plan's outbox rows; then deliver."""
+        if self.on_published is not None and events:
+            self.on_published(events)
+        await self.commit(self.dispatcher.plan(events), writes)
+
+    async def commit(self, plan: Plan, writes: Sequence[WatchWrite] = ()) -> None:
+        """Persist a plan (and watch states), then hand its deliveries to the channels."""
+        rows = [
+            OutboxRow(d.event.event_id, d.channel.id, d.route.id, event_to_dict(d.event))
+            for d in plan.deliveries
+        ]
+        healthy = self.durability.healthy
+        await self.durability.commit(writes, rows, list(plan.conditions.items()))
+        self.dispatcher.apply(plan)
+        if self.durability.healthy != healthy:
+            await self.announce_durability()
+
+    async def forget(self, writes: Sequence[WatchWrite]) -> None:
+        """Watches that are gone: drop their states and the conditions they held open."""
+        for write in writes:
+            self.dispatcher.conditions.forget_watch(write.key)
+        if writes:
+            await self.durability.commit(writes, [])
+
+    # -- the delivery log (every channel's) -------------------------------------------------
+
+    async def delivered(self, channel: NotifierChannel, events: Sequence[Event]) -> None:
+        """``channel`` sent ``events``: they leave the state file's outbox."""
+        healthy = self.durability.healthy
+        await self.durability.delivered(channel.id, [e.event_id for e in events])
+        if self.durability.healthy != healthy:
+            await self.announce_durability()
+
+    async def undeliverable(
+        self, channel: NotifierChannel, events: Sequence[Event], detail: str
+    ) -> None:
+        """``channel`` gave up on ``events``: tell the other notifiers, with its reason."""
+        await self.dispatcher.notifier_failed(channel, events, detail)
+
+    # -- the watcher's own events -----------------------------------------------------------
+
+    async def announce_durability(self) -> None:
+        """The state file stopped (or resumed) taking writes: say so to every notifier."""
+        path = str(self.state_file)
+        now = self.clock.wall()
+        if self.durability.healthy:
+            event = watcher_event(
+                EventKind.STATE_RECOVERED,
+                Severity.INFO,
+                path,
+                now,
+                {"from": "unavailable", "to": "ok"},
+                now.isoformat(),
+            )
+        else:
+            event = watcher_event(
+                EventKind.STATE_UNAVAILABLE,
+                Severity.WARNING,
+                path,
+                now,
+                {
+                    "from": "ok",
+                    "to": "unavailable",
+                    "error": self.durability.error or "",
+                    "message": "notifications are no longer kept across a restart",
+                },
+                now.isoformat(),
+            )
+        await self.dispatcher.broadcast(event)
+
+    async def announce_fresh_start(self, moved_to: Path) -> None:
+        """The state file was damaged and moved aside: what it held is lost; say so."""
+        now = self.clock.wall()
+        event = watcher_event(
+            EventKind.STATE_UNAVAILABLE,
+            Severity.WARNING,
+            str(self.state_file),
+            now,
+            {
+                "from": "damaged",
+                "to": "fresh",
+                "error": f"the state file was damaged; moved aside to {moved_to}",
+                "moved_to": str(moved_to),
+                "message": "started with an empty state: notifications pending before the "
+                "restart, and the baseline of each watch, are lost",
+            },
+            now.isoformat(),
+        )
+        await self.dispatcher.broadcast(event)
+
+    # -- restart ----------------------------------------------------------------------------
+
+    async def restore(self, stored: Stored) -> None:
+        """Take back the open conditions and the undelivered notifications of the last run."""
+        conditions = []
+        for key, data in stored.conditions.items():
+            try:
+                conditions.append(condition_from_dict(data))
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("stored condition not usable; dropped", condition=key, error=str(exc))
+        self.dispatcher.restore_conditions(conditions)
+        owed: dict[str, int] = {}
+        gone: set[str] = set()
+        for row in stored.outbox:
+            channel = self.dispatcher.channel_by_id(row.notifier)
+            if channel is None:
+                gone.add(row.notifier)
+                continue
+            try:
+                event = event_from_dict(row.event)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.error(
+                    "stored notification not readable; dropped",
+                    event_id=row.event_id,
+                    error=str(exc),
+                )
+                continue
+            channel.accept(event, self.dispatcher.route_by_id(row.route) or DEFAULT_ROUTE)
+            owed[channel.name] = owed.get(channel.name, 0) + 1
+        if owed:
+            log.info("undelivered notifications restored from the outbox", notifiers=owed)
+        for notifier in gone:
+            dropped = await self.durability.forget_notifier(notifier)
+            log.warning(
+                "outbox entries for a notifier no longer configured dropped",
+                notifier=notifier,
+                events=dropped,
+            )
