@@ -72,9 +72,10 @@ class Env:
             await self.receiver.wait_for(count)
         return self.receiver.events()
 
-    async def settle(self, seconds: float = 1.0) -> list[dict[str, Any]]:
-        """Let the daemon poll for a while; return every event received so far."""
-        await anyio.sleep(seconds)
+    async def settle(self, polls: int = 2) -> list[dict[str, Any]]:
+        """Wait until every watch polled ``polls`` more times and the notifiers are idle;
+        return every event received so far (see :func:`settled`)."""
+        await settled(self.daemon, polls=polls)
         return self.receiver.events()
 
     async def wait_until(
@@ -86,6 +87,33 @@ class Env:
                 lambda received: predicate([e for r in received for e in r.events])
             )
         return self.receiver.events()
+
+
+async def settled(daemon: Daemon, *, polls: int = 2, within: float = 20.0) -> None:
+    """What a fixed sleep hoped for, as conditions: every watch still polled has been
+    polled ``polls`` more times (had a poll repeated an event, it was published then),
+    and every notifier has sent what it held (or is given up on).
+    """
+    watcher = daemon.watcher
+    assert watcher is not None, "the daemon is not running"
+    before = {k: rt.polls for k, rt in watcher.registry.items() if rt.finished_at is None}
+
+    def polled() -> bool:
+        for key, count in before.items():
+            rt = watcher.registry.get(key)
+            live = rt is not None and not rt.removed and rt.finished_at is None
+            if live and rt is not None and rt.polls < count + polls:
+                return False
+        return True
+
+    def idle() -> bool:
+        return all((c.queued() == 0 and not c.inflight) or c.failing for c in daemon.channels)
+
+    with anyio.fail_after(within):
+        while not polled():  # noqa: ASYNC110 - observing the daemon's poll counters
+            await anyio.sleep(0.02)
+        while not idle():  # noqa: ASYNC110 - observing the notifiers' queues
+            await anyio.sleep(0.02)
 
 
 def make_config(

@@ -96,35 +96,51 @@ async def test_kill_9_during_transitions_with_the_notifier_down(tmp_path: Path) 
         proc, log = await start(config, env)
         logs.append(log)
 
+        async def polled(times: int) -> None:
+            """The daemon (whichever process runs now) polled ``times`` more times."""
+            await world.wait_for_requests(
+                "trigger.run", world.requests.get("trigger.run", 0) + times
+            )
+
+        played = anyio.Event()
+
         async def scenario() -> None:
+            # The runs move as the daemon watches: each step after it polled a few times.
             for i, run_id in enumerate(RUNS):
                 world.set_trigger_run(run_id, "EXECUTING")
-                await anyio.sleep(0.15)
+                await polled(3)
                 if i >= 2:
                     previous = RUNS[i - 2]
                     world.set_trigger_run(
                         previous, "FAILED" if i % 3 else "COMPLETED", "boom" if i % 3 else None
                     )
-            await anyio.sleep(0.6)
+            await polled(len(RUNS))
             for run_id in RUNS[-2:]:
                 world.set_trigger_run(run_id, "COMPLETED")
+            played.set()
 
         tg.start_soon(scenario)
-        await anyio.sleep(0.8)
+        with anyio.fail_after(30):
+            await receiver.wait_for(1)  # notifications flow
         receiver.fail_first = 10**9  # the notifier goes down
-        await anyio.sleep(0.8)
+        with anyio.fail_after(30):
+            await receiver.wait_rejected(2)
         proc.kill()  # SIGKILL, mid-scenario, mid-retry
         await proc.wait()
         proc, log = await start(config, env)
         logs.append(log)
-        await anyio.sleep(1.2)
+        with anyio.fail_after(30):
+            await receiver.wait_rejected(receiver.rejected + 2)  # the new process retries
         receiver.fail_first = 0  # the notifier comes back
-        await anyio.sleep(0.4)
+        with anyio.fail_after(30):
+            await receiver.wait_for(len(receiver.received) + 1)
         proc.kill()  # and again, while it catches up
         await proc.wait()
         proc, log = await start(config, env)
         logs.append(log)
         tg.start_soon(drain, proc, log)
+        with anyio.fail_after(30):
+            await played.wait()
         finals = {
             run_id: public_status(world.trigger_runs[run_id].state, TRIGGER_CURRENT_API_VERSION)
             for run_id in RUNS
@@ -136,7 +152,7 @@ async def test_kill_9_during_transitions_with_the_notifier_down(tmp_path: Path) 
                     >= set(finals.items())
                 )
             )
-        await anyio.sleep(1.5)
+        # SIGTERM drains what is still queued: a repeat, had there been one, arrives before exit.
         proc.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await proc.wait() == 0

@@ -12,7 +12,7 @@ import anyio
 import pytest
 import structlog
 import yaml
-from harness import make_config, run_daemon
+from harness import make_config, run_daemon, settled
 
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
@@ -96,14 +96,14 @@ async def test_a_restart_neither_repeats_nor_loses(tmp_path: Path) -> None:
         # While the daemon is down:
         world.set_trigger_run("run_b", "COMPLETED")
         (failed,) = world.progress_group("tgrp_r", 1, "failed", "while down")
-        async with run_daemon(st.daemon(WATCHES)):
+        async with run_daemon(st.daemon(WATCHES)) as d:
             events = await st.events_until(
                 lambda evs: (
                     any(e["kind"] == "group.runs_failed" for e in evs)
                     and any(e["subject_id"] == "run_b" for e in evs)
                 )
             )
-            await anyio.sleep(1.0)
+            await settled(d)
             events = st.receiver.events()
     keyed = Counter((e["kind"], e["subject_id"], e["to_status"]) for e in events)
     assert keyed[("run.status_changed", "run_a", "FAILED")] == 1  # not repeated after the restart
@@ -139,9 +139,9 @@ async def test_the_outbox_survives_a_restart_and_is_delivered_once(tmp_path: Pat
                     await anyio.sleep(0.05)
         assert st.receiver.received == []
         st.receiver.fail_first = 0  # the notifier is back
-        async with run_daemon(st.daemon(WATCHES, **quick)):
+        async with run_daemon(st.daemon(WATCHES, **quick)) as d:
             events = await st.events_until(lambda evs: len(evs) >= 2)
-            await anyio.sleep(1.0)
+            await settled(d)
             events = st.receiver.events()
     assert sorted((e["subject_id"], e["to_status"]) for e in events) == [
         ("run_a", "FAILED"),
@@ -241,7 +241,7 @@ async def test_hot_reload_adds_removes_and_keeps_state(tmp_path: Path) -> None:
             )
             assert "watches[0].id" in refused["problems"][0]
             assert "trigger_run:run_new" in d.watcher.registry
-            await anyio.sleep(0.5)
+            await settled(d)
             events = st.receiver.events()
     assert Counter(e["subject_id"] for e in events) == Counter({"run_new": 1, "run_a": 1})
 
@@ -273,7 +273,9 @@ async def test_finished_runs_are_retired_and_memory_stays_flat(tmp_path: Path) -
                         >= 40
                     )
                 )
-                await anyio.sleep(2.5)  # retention (1s) plus a sweep
+                with anyio.fail_after(15):  # retention (1s) plus a sweep
+                    while d.watcher.retired < 40 * (cycle + 1):  # noqa: ASYNC110 - observing the sweeper
+                        await anyio.sleep(0.05)
                 sizes.append(len(d.watcher.registry))
             store = d.durability.store
             assert store is not None

@@ -83,7 +83,7 @@ async def test_fault_is_reported_once_and_recovery_once(
             w.set_trigger_run("run_f", "FAILED", "changed while we were blind")
         else:
             w.set_parallel_run("trun_f", "failed", "changed while we were blind")
-        await env.settle(1.0)
+        await env.settle()
         w.clear_faults()
         events = await env.wait_until(
             lambda evs: (
@@ -94,7 +94,7 @@ async def test_fault_is_reported_once_and_recovery_once(
             ),
             within=20,
         )
-        events = await env.settle(1.0)
+        events = await env.settle()
 
     errors = of_kind(events, "watch.error", faulty)
     assert len(errors) == 1, errors
@@ -146,7 +146,7 @@ async def test_group_counts_still_flow_when_the_runs_stream_is_missing() -> None
         )
         env.world.clear_faults()
         events = await env.wait_until(lambda evs: bool(of_kind(evs, "group.runs_failed", "tgrp_x")))
-        events = await env.settle(0.5)
+        events = await env.settle()
     kinds = [e["kind"] for e in events]
     assert kinds == ["watch.error", "group.counts_changed", "watch.recovered", "group.runs_failed"]
     assert events[0]["to_status"] == "not_found"
@@ -162,7 +162,7 @@ async def test_a_5xx_burst_is_absorbed_and_nothing_is_lost() -> None:
         events = await env.wait_until(
             lambda evs: any(e["kind"] == "run.status_changed" for e in evs)
         )
-        events = await env.settle(1.0)
+        events = await env.settle()
     kinds = [e["kind"] for e in events if e["watch"]["id"] == "run_f"]
     assert kinds == ["watch.error", "watch.recovered", "run.status_changed"]
 
@@ -182,7 +182,7 @@ async def test_connection_refused_then_back() -> None:
         events = await env.wait_until(
             lambda evs: any(e["kind"] == "run.status_changed" for e in evs)
         )
-        events = await env.settle(1.0)
+        events = await env.settle()
     errors = [e for e in events if e["kind"] == "watch.error"]
     assert {e["to_status"] for e in errors} == {"unreachable"}
     assert "connection failed" in errors[0]["details"]["message"]
@@ -208,7 +208,7 @@ async def test_trigger_limiter_429_with_only_the_reset_header() -> None:
         events = await env.wait_until(
             lambda evs: sum(1 for e in evs if e["kind"] == "run.status_changed") == 8, within=30
         )
-        events = await env.settle(1.0)
+        events = await env.settle()
         rejected = limiter.rejected
         requests = env.world.requests.get("trigger.run", 0)
     assert not [e for e in events if e["kind"] == "watch.error"]
@@ -230,7 +230,7 @@ async def test_a_runs_stream_broken_mid_event_resumes_from_the_cursor() -> None:
         events = await env.wait_until(
             lambda evs: len([e for e in evs if e["kind"] == "group.runs_failed"]) >= 6
         )
-        events = await env.settle(1.0)
+        events = await env.settle()
         stream_reads = env.world.requests["parallel.runs_stream"]
     failures = [e["subject_id"] for e in events if e["kind"] == "group.runs_failed"]
     assert sorted(failures) == sorted(failed)  # every failed run once, none twice

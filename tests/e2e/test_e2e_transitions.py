@@ -64,7 +64,7 @@ async def next_event(env: Env, before: int, kind: str, subject: str) -> list[dic
 async def test_every_transition_exactly_once_and_none_at_baseline() -> None:
     async with running(WATCHES, setup=setup) as env:
         w = env.world
-        assert await env.settle(1.0) == [], "the first sight of every watch is a silent baseline"
+        assert await env.settle() == [], "the first sight of every watch is a silent baseline"
 
         w.progress_group("tgrp_e2e", 2, "running")
         events = await next_event(env, 0, "group.counts_changed", "tgrp_e2e")
@@ -91,7 +91,7 @@ async def test_every_transition_exactly_once_and_none_at_baseline() -> None:
         n = len(events)
         w.progress_group("tgrp_e2e", 3, "completed")
         events = await next_event(env, n, "group.finished", "tgrp_e2e")
-        events = await env.settle(1.5)
+        events = await env.settle()
 
     assert keyed(events) == Counter(
         {
@@ -151,10 +151,10 @@ async def test_discovery_finds_an_old_run_failing_deep_in_the_list() -> None:
         "page_size": 50,
     }
     async with running([watch], setup=many) as env:
-        assert await env.settle(0.6) == []
+        assert await env.settle() == []
         env.world.set_trigger_run("run_deep", "FAILED", "found it")
         events = await env.wait_until(lambda evs: len(evs) >= 1)
-        events = await env.settle(1.0)
+        events = await env.settle()
         pages_per_pass = env.world.requests["trigger.list"]
     assert [(e["subject_id"], e["from_status"], e["to_status"]) for e in events] == [
         ("run_deep", None, "FAILED")
@@ -192,14 +192,14 @@ async def test_overlapping_watches_make_one_alert_per_change() -> None:
         watches.append({"type": "parallel_task_run", "id": member, "name": "member"})
         assert env.daemon.watcher is not None
         env.daemon.watcher.add(ParallelTaskRunWatch.model_validate(watches[-1]))
-        await env.settle(0.6)  # its baseline
+        await env.settle()  # its baseline
         w.set_trigger_run("run_both", "FAILED", "card declined")
         w.set_trigger_run("run_muted", "FAILED", "also declined")
         w.set_parallel_run(member, "failed", "source down")
         events = await env.wait_until(
             lambda es: {e["subject_id"] for e in es} >= {"run_both", member}
         )
-        events = await env.settle(1.5)  # every watch has polled after the changes
+        events = await env.settle()  # every watch has polled after the changes
     by_subject = Counter(e["subject_id"] for e in events)
     assert by_subject["run_both"] == 1
     assert by_subject[member] == 1

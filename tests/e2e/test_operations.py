@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from harness import make_config, run_daemon, running
+from harness import make_config, run_daemon, running, settled
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher.config.settings import Settings
@@ -466,7 +466,8 @@ async def test_two_shards_partition_the_watches_and_notify_each_transition_once(
             for i in range(6):
                 world.add_trigger_run(f"run_new_{i}", "batch", "FAILED")
             received = await _wait_count(receiver, len(ids) + 6)
-            await anyio.sleep(1.0)  # nothing more may come
+            for d in daemons:  # nothing more may come
+                await settled(d)
             received = receiver.events()
             followed = [
                 {rt.subject_id for rt in d.watcher.registry.values() if rt.parent}
@@ -528,7 +529,7 @@ async def test_silences_added_at_run_time_hold_back_events_persist_and_end(
         world.set_trigger_run("run_web", "FAILED", "silenced")
         world.set_trigger_run("run_data", "FAILED", "not silenced")
         await env.wait_until(lambda evs: any(e["subject_id"] == "run_data" for e in evs))
-        await anyio.sleep(0.5)
+        await settled(env.daemon)
         parsed = samples((await client.get("/metrics")).text)
     assert no_end.status_code == 422
     assert "must end" in no_end.json()["error"]
@@ -545,7 +546,7 @@ async def test_silences_added_at_run_time_hold_back_events_persist_and_end(
     ):
         kept = [s["id"] for s in (await client.get("/silences")).json()["silences"]]
         with anyio.fail_after(20):
-            while env.daemon.api_silences:  # noqa: ASYNC110 - observing the expiry
+            while env.daemon.overrides.silences:  # noqa: ASYNC110 - observing the expiry
                 await anyio.sleep(0.1)
         world.set_trigger_run("run_late", "FAILED", "after the silence")
         await env.wait_until(lambda evs: any(e["subject_id"] == "run_late" for e in evs))

@@ -9,7 +9,7 @@ import logging
 import anyio
 import pytest
 from anyio.abc import TaskStatus
-from harness import make_config
+from harness import make_config, settled
 
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
@@ -93,7 +93,7 @@ async def test_no_secret_in_logs_or_notifications() -> None:
                 await receiver.wait_until(
                     lambda rs: any("run_s" in r.message and "FAILED" in r.message for r in rs)
                 )
-            await anyio.sleep(1.0)
+            await settled(daemon)
             daemon.request_stop()
             await done.wait()
             tg.cancel_scope.cancel()

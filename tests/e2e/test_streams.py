@@ -92,7 +92,7 @@ async def test_stream_detects_a_failure_well_within_the_poll_interval() -> None:
     world.add_group("tgrp_s", 4, status="running")
     polling = {"min_interval": "5s", "max_interval": "30s"}
     async with running([group("stream")], world=world, polling=polling) as env:
-        await anyio.sleep(0.5)  # the stream is open
+        await wait_streaming(env, "tgrp_s")
         started = anyio.current_time()
         world.progress_group("tgrp_s", 1, "failed", "boom")
         await env.wait_until(lambda es: bool(failures(es)), within=3)
@@ -115,9 +115,8 @@ async def test_a_dropped_stream_resumes_from_its_last_event_without_loss_or_repe
         for _ in range(3):
             world.progress_group("tgrp_s", 1, "failed", "boom")
         world.progress_group("tgrp_s", 4, "completed")
-        events = await env.wait_until(finished)
-        await anyio.sleep(0.5)
-        events = env.receiver.events()
+        await env.wait_until(finished)
+        events = await env.settle()
     assert failures(events) == Counter(dict.fromkeys(world.group_runs("tgrp_s", "failed"), 1))
     assert len(world.event_cursors) >= 2
     # The reconnect resumed after the last complete event, not from the start.
@@ -132,11 +131,10 @@ async def test_history_replayed_by_the_stream_is_not_announced_again() -> None:
     # A server whose group timestamp does not move: only the named-run set can tell.
     world.groups["tgrp_s"].modified_at = "2020-01-01T00:00:00.000000Z"
     async with running([group("stream")], world=world, polling=POLLING) as env:
-        await anyio.sleep(0.8)  # the stream is open and has replayed its history
+        await wait_streaming(env, "tgrp_s")  # what follows comes after the replayed history
         (new,) = world.progress_group("tgrp_s", 1, "failed", "boom")
-        events = await env.wait_until(lambda es: bool(failures(es)))
-        await anyio.sleep(0.5)
-        events = env.receiver.events()
+        await env.wait_until(lambda es: bool(failures(es)))
+        events = await env.settle()
     assert world.event_cursors[0] is None  # connected without a cursor: full replay
     assert failures(events) == Counter({new: 1})
     assert not set(old) & set(failures(events))
@@ -163,6 +161,15 @@ async def test_a_refused_stream_falls_back_to_polling(status: int) -> None:
     assert streams.open == 0
     assert refusal.hits == tries  # no retry before stream_retry_after
     assert world.requests["parallel.group"] > polls  # what arrived came by polling
+
+
+async def wait_streaming(env: Env, group_id: str) -> None:
+    """Wait until the group's stream delivers (its first event, the group's status, arrived)."""
+    assert env.daemon.watcher is not None
+    registry = env.daemon.watcher.registry
+    with anyio.fail_after(10):
+        while not ((rt := registry.get(f"parallel_task_group:{group_id}")) and rt.streaming):  # noqa: ASYNC110 - observing the feed's phase
+            await anyio.sleep(0.02)
 
 
 async def wait_open(env: Env, count: int) -> None:
@@ -228,7 +235,7 @@ async def test_open_streams_stay_within_the_cap_and_the_rest_are_polled() -> Non
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(sample, env)
-        await anyio.sleep(0.5)
+        await wait_open(env, 1)
         for group_id in ids:
             world.progress_group(group_id, 1, "failed", "boom")
         await env.wait_until(lambda es: len(failures(es)) == 3)

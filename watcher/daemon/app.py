@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import math
-import os
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,19 +37,12 @@ from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
 from watcher.config.operations import is_loopback
 from watcher.config.settings import Settings
-from watcher.core.events import EventKind
 from watcher.core.sharding import Shard
-from watcher.core.silences import Silence
-from watcher.core.statuses import Severity, Source
+from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, describe
-from watcher.daemon.api_errors import Rejected
-from watcher.daemon.api_silences import ApiSilence, restore_api_silences
+from watcher.daemon import liveness
 from watcher.daemon.api_watches import (
     ApiWatch,
-    WatchRequest,
-    expired,
-    next_expiry,
-    restore_api_watches,
 )
 from watcher.daemon.build import (
     build_channels,
@@ -64,22 +55,21 @@ from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import (
     MAX_REQUEST_BODY,
     ControlApi,
-    watch_view,
 )
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
 from watcher.daemon.outbox import Outbox
+from watcher.daemon.overrides import Overrides
 from watcher.daemon.sdnotify import SystemdNotifier
 from watcher.daemon.state import StateStore, Stored, WatchWrite
 from watcher.daemon.streams import GroupStreams
+from watcher.daemon.views import status_line
 from watcher.daemon.watcher import Watcher
 from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
-from watcher.notify.dispatcher import watcher_event
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
-from watcher.upstreams.registry import plugin_for
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -88,11 +78,6 @@ def _release_free_memory() -> None:
     """Hand the start-up's freed heap (parsed YAML, validation) back to the OS (glibc)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _hostname() -> str:
-    """The pod name under Kubernetes (a StatefulSet pod's hostname is its name)."""
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
 
 
 log = structlog.get_logger("watcher.daemon")
@@ -127,7 +112,7 @@ class Daemon:
     ) -> None:
         check_credentials(config, settings)
         SCRUBBER.add(settings.secret_values())
-        self.shard: Shard = build_shard(config.shard, hostname or _hostname())
+        self.shard: Shard = build_shard(config.shard, hostname or liveness.hostname())
         self.config = config
         self.settings = settings
         self.config_path = config_path
@@ -159,9 +144,7 @@ class Daemon:
         self._own_systemd = systemd is None
         self.systemd = systemd if systemd is not None else SystemdNotifier.from_environ()
         self.http: HttpServer | None = None
-        self.api_watches: dict[str, ApiWatch] = {}
-        self.api_silences: dict[str, ApiSilence] = {}
-        self._expiry_changed = anyio.Event()
+        self.overrides = Overrides(lambda: self.config, self.clock, self.durability, self.outbox)
         self.started_at = self.clock.wall().timestamp()
         self._started = self.clock.now()
 
@@ -246,9 +229,7 @@ class Daemon:
             watcher = await self._build(stack)
             for watch in watcher.mine(self.config.watches):
                 watcher.add(watch)
-            self._restore_api_watches(watcher, stored)
-            self.api_silences = restore_api_silences(stored.api_silences, self.clock.wall())
-            self._install_silences()
+            self.overrides.restore(watcher, stored)
             await self._restore(watcher, stored)
             if not watcher.registry:
                 watcher.first_pass.set()
@@ -258,8 +239,8 @@ class Daemon:
                 if self.config.http.listen:
                     await self._serve_http(root)
                 if self.systemd.enabled:
-                    root.start_soon(self._systemd_loop)
-                root.start_soon(self._expirer)
+                    root.start_soon(liveness.systemd_status, self, self.systemd)
+                root.start_soon(self.overrides.expirer)
                 if self.metrics is not None:
                     root.start_soon(watch_loop_lag, self.metrics.loop_lag.observe)
                 dispatch_scope = anyio.CancelScope()
@@ -272,7 +253,13 @@ class Daemon:
 
                 root.start_soon(dispatch)
                 root.start_soon(self._sweeper, watcher)
-                root.start_soon(self._heartbeat)
+                root.start_soon(
+                    liveness.heartbeats,
+                    self,
+                    self.outbox,
+                    lambda: self.config.heartbeat,
+                    self.ready,
+                )
                 log.info(
                     "run-watcher started",
                     version=__version__,
@@ -304,39 +291,6 @@ class Daemon:
         gc.unfreeze()
         log.info("run-watcher stopped", events=watcher.events_published)
 
-    async def _heartbeat(self) -> None:
-        """``heartbeat``: a "watcher alive" message every interval, from the first READY.
-
-        Read the config each time: a reload may add, change or remove the section.
-        """
-        await self.ready.wait()
-        beat = 0
-        while True:
-            config = self.config.heartbeat
-            if config is None:
-                await anyio.sleep(60.0)
-                continue
-            beat += 1
-            now = self.clock.wall()
-            event = watcher_event(
-                EventKind.WATCHER_HEARTBEAT,
-                Severity.INFO,
-                _hostname(),
-                now,
-                {
-                    "status": self.status_line(),
-                    "uptime_seconds": round(self.uptime(), 1),
-                    "interval_seconds": config.interval,
-                    "version": __version__,
-                    "to": "alive",
-                },
-                self.started_at,
-                beat,
-            )
-            sent = await self.dispatcher.heartbeat(event, config.notify)
-            log.debug("heartbeat queued", notifiers=sent)
-            await anyio.sleep(config.interval)
-
     async def _announce_ready(self, watcher: Watcher) -> None:
         await watcher.first_pass.wait()
         # What exists now (config, clients, one runtime per watch) lives as long as
@@ -356,8 +310,12 @@ class Daemon:
         assert address is not None
         host, port = address
         token = self.settings.watcher_api_token
+        assert self.metrics is not None  # built whenever http.listen is set
         api = ControlApi(
             self,
+            self.overrides,
+            metrics=self.metrics,
+            reload=self.reload_from_file,
             token=token.get_secret_value() if token else None,
             loopback=is_loopback(host),
         )
@@ -376,38 +334,19 @@ class Daemon:
             ) from None
         self.http = server
 
-    async def _systemd_loop(self) -> None:
-        """STATUS every few seconds; WATCHDOG=1 at half of WATCHDOG_USEC, from this loop,
-        so a hung event loop stops the pings and systemd restarts the service."""
-        watchdog = self.systemd.watchdog
-        every = min(watchdog, 10.0) if watchdog else 10.0
-        while True:
-            fields = {"status": self.status_line()}
-            if watchdog:
-                fields["watchdog"] = "1"
-            if not self.ready.is_set():
-                # READY waits for the first pass, which the providers' budgets pace (2,000
-                # Trigger.dev watches take ~100 s): keep systemd's start timeout ahead of it.
-                fields["extend_timeout_usec"] = str(int(every * 3 * 1_000_000))
-            self.systemd.send(**fields)
-            await anyio.sleep(every)
-
     def status_line(self) -> str:
-        """One line for ``systemctl status``: watches, errors, queued notifications."""
-        watcher = self.watcher
-        runtimes = list(watcher.registry.values()) if watcher is not None else []
-        erroring = sum(1 for rt in runtimes if rt.problem is not None)
-        queued = sum(c.queued() + len(c.inflight) for c in self.channels)
-        line = f"watching {len(runtimes)}, {erroring} erroring, {queued} notifications queued"
-        if watcher is not None and not self.ready.is_set():
-            line = (
-                f"first pass: {len(runtimes) - watcher.unpolled} of {len(runtimes)} polled; " + line
-            )
-        if not self.durability.healthy:
-            line += ", state file unavailable"
-        if self.shard.count > 1:
-            line += f" (shard {self.shard})"
-        return line
+        """One line for ``systemctl status``."""
+        return status_line(self)
+
+    @property
+    def is_ready(self) -> bool:
+        """Every watch was polled once."""
+        return self.ready.is_set()
+
+    @property
+    def api_watches(self) -> Mapping[str, ApiWatch]:
+        """Watches the API added."""
+        return self.overrides.watches
 
     def uptime(self) -> float:
         """Seconds since the daemon was created."""
@@ -424,150 +363,6 @@ class Daemon:
         if not self.channels:
             reasons.append("no notifiers configured")
         return reasons
-
-    def watch_views(self) -> list[dict[str, object]]:
-        """Every watch (not the runs a ``trigger_runs`` watch follows) for ``/watches``."""
-        if self.watcher is None:
-            return []
-        keys = sorted(k for k, rt in self.watcher.registry.items() if rt.parent is None)
-        return [v for k in keys if (v := watch_view(self, k)) is not None]
-
-    # -- the watch API ---------------------------------------------------------------------
-
-    def _restore_api_watches(self, watcher: Watcher, stored: Stored) -> None:
-        configured = self._file_keys()
-        for key, api in restore_api_watches(stored.api_watches).items():
-            if key in configured or key in watcher.registry:
-                continue
-            self.api_watches[key] = api
-            watcher.add(api.watch)
-        if self.api_watches:
-            log.info("watches added through the API restored", watches=len(self.api_watches))
-
-    async def add_api_watch(self, request: WatchRequest) -> tuple[bool, dict[str, object]]:
-        """Add (or update) a watch from ``POST /watches``; (created, its view)."""
-        watcher = self.watcher
-        if watcher is None:
-            raise Rejected(503, ["the daemon is starting"])
-        watch = request.watch
-        key = watch.ref().key
-        if key in self._file_keys():
-            raise Rejected(409, [f"{key} is in the config file; change it there"])
-        source = watch.ref().source
-        if not watcher.can_poll(source):
-            variable = plugin_for(source).credential.variable
-            raise Rejected(422, [f"type: {watch.type} needs {variable}, which is not set"])
-        created = key not in self.api_watches
-        if created and len(self.api_watches) >= self.config.http.max_api_watches:
-            raise Rejected(
-                409, [f"http.max_api_watches ({self.config.http.max_api_watches}) reached"]
-            )
-        expires_at = (
-            self.clock.wall().timestamp() + request.expire_after
-            if request.expire_after is not None
-            else None
-        )
-        self.api_watches[key] = ApiWatch(watch, request.entry, expires_at)
-        await self.durability.api_watch(key, request.entry, expires_at)
-        if created:
-            watcher.add(watch)
-            log.info("watch added through the API", watch=key, expires_at=expires_at)
-        else:
-            watcher.update(watch)
-            log.info("watch updated through the API", watch=key, expires_at=expires_at)
-        self._expiry_changed.set()
-        view = watch_view(self, key) or {"key": key}
-        return created, view
-
-    async def remove_api_watch(self, key: str, *, reason: str = "removed through the API") -> None:
-        """Stop a watch the API added (``DELETE /watches/{type}/{id}``, or expiry)."""
-        if key not in self.api_watches:
-            if key in self._file_keys():
-                raise Rejected(409, [f"{key} is in the config file: remove it there, then reload"])
-            raise Rejected(404, [f"no watch {key} was added through the API"])
-        del self.api_watches[key]
-        await self.outbox.forget(self.watcher.remove(key) if self.watcher is not None else [])
-        await self.durability.api_watch(key, None)
-        log.info(f"watch {reason}; polling stops", watch=key)
-
-    async def _expirer(self) -> None:
-        """Remove API watches and silences when their time is up."""
-        while True:
-            self._expiry_changed = anyio.Event()
-            now = self.clock.wall()
-            for key in expired(self.api_watches, now.timestamp()):
-                await self.remove_api_watch(key, reason="expired (expire_after)")
-            for ident in [i for i, s in self.api_silences.items() if s.ends_at <= now]:
-                await self.remove_api_silence(ident, reason="ended")
-            times = [s.ends_at.timestamp() for s in self.api_silences.values()]
-            if (due := next_expiry(self.api_watches)) is not None:
-                times.append(due)
-            wait = max(0.05, min(times) - now.timestamp()) if times else math.inf
-            with anyio.move_on_after(min(wait, 3600.0)):
-                await self._expiry_changed.wait()
-
-    # -- silences from the API -------------------------------------------------------------
-
-    def _silences(self, config: WatcherConfig) -> list[Silence]:
-        """The file's silences and the API's."""
-        return [
-            *(s.silence(i) for i, s in enumerate(config.silences)),
-            *(a.silence() for a in self.api_silences.values()),
-        ]
-
-    def _install_silences(self) -> None:
-        self.dispatcher.silences = tuple(self._silences(self.config))
-
-    def _file_keys(self) -> set[str]:
-        """The keys of the watches in the config file."""
-        return {w.ref().key for w in self.config.watches}
-
-    def silence_views(self) -> list[dict[str, object]]:
-        """Every silence, from the file and the API, for ``GET /silences``."""
-        now = self.clock.wall()
-        views: list[dict[str, object]] = []
-        for index, cfg in enumerate(self.config.silences):
-            silence = cfg.silence(index)
-            views.append(
-                {
-                    "id": silence.id,
-                    "origin": "config",
-                    "match": cfg.match,
-                    "starts_at": cfg.starts_at.isoformat() if cfg.starts_at else None,
-                    "ends_at": cfg.ends_at.isoformat() if cfg.ends_at else None,
-                    "comment": cfg.comment,
-                    "active": silence.active(now),
-                }
-            )
-        views += [a.view(now) for a in self.api_silences.values()]
-        return views
-
-    async def add_api_silence(self, silence: ApiSilence) -> None:
-        """Hold back matching events until the silence ends (``POST /silences``)."""
-        self.api_silences[silence.id] = silence
-        self._install_silences()
-        await self.durability.api_silence(silence.id, silence.entry)
-        self._expiry_changed.set()
-        log.info(
-            "silence added through the API",
-            silence=silence.id,
-            match=silence.entry["match"],
-            ends_at=silence.entry["ends_at"],
-            comment=silence.config.comment,
-        )
-
-    async def remove_api_silence(
-        self, ident: str, *, reason: str = "removed through the API"
-    ) -> None:
-        """Lift a silence the API added."""
-        if ident not in self.api_silences:
-            if any(s.silence(i).id == ident for i, s in enumerate(self.config.silences)):
-                raise Rejected(409, [f"silence {ident} is in the config file"])
-            raise Rejected(404, [f"no silence {ident} was added through the API"])
-        del self.api_silences[ident]
-        self._install_silences()
-        await self.durability.api_silence(ident, None)
-        log.info(f"silence {reason}", silence=ident)
 
     def _report_leftovers(self, timed_out: bool) -> None:
         leftovers = self.dispatcher.undelivered
@@ -623,18 +418,16 @@ class Daemon:
         if config.http != old.http or config.shard != old.shard:
             log.warning("the http or shard section changed: restart to apply it")
         self.dispatcher.configure(
-            build_routes(config.routes, config.notifications), self._silences(config), channels
+            build_routes(config.routes, config.notifications),
+            self.overrides.all_silences(config),
+            channels,
         )
         self.channels = list(channels)
         writes: list[WatchWrite] = []
         if self.watcher is not None:
             configured = self.watcher.mine(config.watches)
-            keys = {w.ref().key for w in config.watches}
-            for key in [k for k in self.api_watches if k in keys]:
-                # The file now holds this watch: it takes over from the API's entry.
-                del self.api_watches[key]
-                await self.durability.api_watch(key, None)
-            api = [a.watch for a in self.api_watches.values()]
+            await self.overrides.yield_to_file(config)
+            api = [a.watch for a in self.overrides.watches.values()]
             writes = self.watcher.reconfigure([*configured, *api], config.polling)
             self.watcher.retention = config.retention
         await self.outbox.forget(writes)

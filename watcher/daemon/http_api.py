@@ -27,24 +27,19 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import structlog
 
-from watcher.core.diff import group_state
-from watcher.core.snapshots import GroupSnapshot
-from watcher.core.watch import DiscoveryState, WatchState, describe
 from watcher.daemon.api_errors import Rejected
-from watcher.daemon.api_silences import parse_silence_request
-from watcher.daemon.api_watches import parse_watch_request
+from watcher.daemon.api_silences import ApiSilence, parse_silence_request
+from watcher.daemon.api_watches import WatchRequest, parse_watch_request
 from watcher.daemon.logging import SCRUBBER
-from watcher.daemon.metrics import CONTENT_TYPE, watch_state
+from watcher.daemon.metrics import CONTENT_TYPE, Metrics
+from watcher.daemon.views import DaemonView, watch_view, watch_views
 from watcher.http_server import Request, Response, json_response
 
-if TYPE_CHECKING:
-    from watcher.daemon.app import Daemon
-
-__all__ = ["MAX_REQUEST_BODY", "ControlApi", "watch_view"]
+__all__ = ["MAX_REQUEST_BODY", "Control", "ControlApi"]
 
 log = structlog.get_logger("watcher.http")
 
@@ -64,14 +59,51 @@ def _problem(status: int, *problems: str) -> Response:
 Route = Callable[[Request], Awaitable[Response]]
 
 
-class ControlApi:
-    """Answers the endpoints for one daemon."""
+class Control(Protocol):
+    """What the API may change: the watches and silences it adds (the file's stay)."""
 
-    def __init__(self, daemon: Daemon, *, token: str | None, loopback: bool) -> None:
-        self.daemon = daemon
+    async def add_watch(self, request: WatchRequest) -> bool:
+        """Add or update a watch; whether it was created."""
+        ...
+
+    async def remove_watch(self, key: str) -> None:
+        """Remove a watch the API added."""
+        ...
+
+    def silence_views(self) -> list[dict[str, object]]:
+        """Every silence."""
+        ...
+
+    async def add_silence(self, silence: ApiSilence) -> None:
+        """Add a silence."""
+        ...
+
+    async def remove_silence(self, ident: str) -> None:
+        """Lift a silence the API added."""
+        ...
+
+
+class ControlApi:
+    """Answers the endpoints for one daemon: reads through ``view``, changes through
+    ``control`` and ``reload``."""
+
+    def __init__(
+        self,
+        view: DaemonView,
+        control: Control,
+        *,
+        metrics: Metrics,
+        reload: Callable[[], Awaitable[bool]],
+        token: str | None,
+        loopback: bool,
+    ) -> None:
+        self.view = view
+        self.control = control
+        self.metrics = metrics
+        self.reload = reload
         self._token = token.encode() if token else None
         self._open = loopback and token is None
-        self.watch_api = daemon.config.http.watch_api
+        self.watch_api = view.config.http.watch_api
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -142,35 +174,34 @@ class ControlApi:
     # -- probes and metrics -------------------------------------------------------------
 
     async def _healthz(self, request: Request) -> Response:
-        return _json(200, {"status": "ok", "uptime": round(self.daemon.uptime(), 3)})
+        return _json(200, {"status": "ok", "uptime": round(self.view.uptime(), 3)})
 
     async def _readyz(self, request: Request) -> Response:
-        reasons = self.daemon.not_ready()
+        reasons = self.view.not_ready()
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
     async def _metrics(self, request: Request) -> Response:
-        metrics = self.daemon.metrics
-        if metrics is None:  # pragma: no cover - the server starts with the metrics
-            return _problem(503, "metrics not ready")
-        body = SCRUBBER.text(metrics.render().decode())
+        body = SCRUBBER.text(self.metrics.render().decode())
         return Response(200, [("content-type", CONTENT_TYPE)], body.encode())
 
     # -- watches --------------------------------------------------------------------------
 
     def _list(self) -> Response:
-        return _json(200, {"watches": self.daemon.watch_views()})
+        return _json(200, {"watches": watch_views(self.view)})
 
     async def _add(self, request: Request) -> Response:
         if not self.watch_api:
             return _problem(403, "the control API is off (http.watch_api: false)")
         try:
-            parsed = parse_watch_request(request.body, self.daemon.config.http.max_expire_after)
-            created, view = await self.daemon.add_api_watch(parsed)
+            parsed = parse_watch_request(request.body, self.view.config.http.max_expire_after)
+            created = await self.control.add_watch(parsed)
         except Rejected as exc:
             return _problem(exc.status, *exc.problems)
-        return _json(201 if created else 200, {"created": created, "watch": view})
+        key = parsed.watch.ref().key
+        shown = watch_view(self.view, key) or {"key": key}
+        return _json(201 if created else 200, {"created": created, "watch": shown})
 
     async def _delete(self, path: str) -> Response:
         if not self.watch_api:
@@ -180,7 +211,7 @@ class ControlApi:
             return _problem(404, "use DELETE /watches/{type}/{id}")
         key = f"{parts[2]}:{parts[3]}"
         try:
-            await self.daemon.remove_api_watch(key)
+            await self.control.remove_watch(key)
         except Rejected as exc:
             return _problem(exc.status, *exc.problems)
         return _json(200, {"removed": key})
@@ -190,7 +221,7 @@ class ControlApi:
     async def _silences(self, request: Request, path: str) -> Response:
         method = request.method
         if path == "/silences" and method == "GET":
-            return _json(200, {"silences": self.daemon.silence_views()})
+            return _json(200, {"silences": self.control.silence_views()})
         if not self.watch_api:
             return _problem(403, "the control API is off (http.watch_api: false)")
         if path == "/silences":
@@ -199,71 +230,23 @@ class ControlApi:
             try:
                 silence = parse_silence_request(
                     request.body,
-                    self.daemon.clock.wall(),
-                    self.daemon.config.http.max_expire_after,
+                    self.view.clock.wall(),
+                    self.view.config.http.max_expire_after,
                 )
             except Rejected as exc:
                 return _problem(exc.status, *exc.problems)
-            await self.daemon.add_api_silence(silence)
-            return _json(201, {"silence": silence.view(self.daemon.clock.wall())})
+            await self.control.add_silence(silence)
+            return _json(201, {"silence": silence.view(self.view.clock.wall())})
         if method != "DELETE":
             return _problem(405, f"{method} not allowed on {path}: use DELETE")
         ident = path.removeprefix("/silences/")
         try:
-            await self.daemon.remove_api_silence(ident)
+            await self.control.remove_silence(ident)
         except Rejected as exc:
             return _problem(exc.status, *exc.problems)
         return _json(200, {"removed": ident})
 
     async def _reload(self) -> Response:
-        if await self.daemon.reload_from_file():
-            return _json(200, {"reloaded": True, "watches": len(self.daemon.config.watches)})
+        if await self.reload():
+            return _json(200, {"reloaded": True, "watches": len(self.view.config.watches)})
         return _problem(422, "reload refused; the running configuration stays (see the log)")
-
-
-def _status(state: WatchState | DiscoveryState) -> str | None:
-    snap = state.snapshot if isinstance(state, WatchState) else None
-    if isinstance(snap, GroupSnapshot):
-        return group_state(snap)
-    return snap.status if snap is not None else None
-
-
-def watch_view(daemon: Daemon, key: str) -> dict[str, Any] | None:
-    """One watch as ``/watches`` shows it."""
-    watcher = daemon.watcher
-    rt = watcher.registry.get(key) if watcher is not None else None
-    if rt is None or watcher is None:
-        return None
-    now, wall = daemon.clock.now(), daemon.clock.wall().timestamp()
-
-    def unix(moment: float | None) -> float | None:
-        return None if moment is None else round(wall - (now - moment), 3)
-
-    state = rt.state
-    api = daemon.api_watches.get(key)
-    problem = state.health.last_problem
-    view: dict[str, Any] = {
-        "key": rt.key,
-        "type": rt.ref.type.value,
-        "id": rt.ref.id,
-        "name": rt.ref.name,
-        "labels": dict(rt.ref.labels),
-        "origin": "api" if api is not None else "config",
-        "state": watch_state(rt),
-        "detail": (
-            f"{len(state.seen)} runs seen, {len(rt.children or ())} followed"
-            if isinstance(state, DiscoveryState)
-            else describe(state)
-        ),
-        "status": _status(state),
-        "problem": problem.message if problem is not None else None,
-        "polls": rt.polls,
-        "errors": rt.errors,
-        "interval": round(state.schedule.interval, 3),
-        "last_poll_at": unix(rt.last_poll_at),
-        "last_ok_at": unix(rt.last_ok_at),
-        "expires_at": api.expires_at if api is not None else None,
-    }
-    if isinstance(state, WatchState) and isinstance(state.snapshot, GroupSnapshot):
-        view["counts"] = dict(state.snapshot.counts)
-    return view

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,11 +19,9 @@ from prometheus_client.registry import Collector
 from watcher import __version__
 from watcher.core.events import Event
 from watcher.daemon.runtime import Kind, WatchRuntime
+from watcher.daemon.views import DaemonView, watch_state
 
-if TYPE_CHECKING:
-    from watcher.daemon.app import Daemon
-
-__all__ = ["CONTENT_TYPE", "Metrics", "watch_state"]
+__all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,22 +29,10 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-def watch_state(rt: WatchRuntime) -> str:
-    """``pending`` (not seen yet), ``ok``, ``error`` (cannot see, reported) or ``finished``."""
-    if rt.finished_at is not None:
-        return "finished"
-    health = rt.state.health
-    if health.reported is not None:
-        return "error"
-    if rt.last_ok_at is None:
-        return "pending"
-    return "ok"
-
-
 class Metrics:
     """The daemon's metrics; :meth:`render` is the ``/metrics`` body."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "run_watcher_upstream_requests",
@@ -114,7 +99,7 @@ class Metrics:
 class _DaemonCollector(Collector):
     """Values read from the daemon at scrape time."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
 
     def describe(self) -> Iterator[Metric]:
@@ -128,7 +113,7 @@ class _DaemonCollector(Collector):
         info.add_metric([__version__], 1)
         yield info
         yield GaugeMetricFamily(
-            "run_watcher_ready", "1 once every watch was polled once.", value=int(d.ready.is_set())
+            "run_watcher_ready", "1 once every watch was polled once.", value=int(d.is_ready)
         )
         yield CounterMetricFamily(
             "run_watcher_reloads", "Configuration reloads applied.", value=d.reloads

@@ -13,8 +13,8 @@ the operator, hand the group back to polling.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, assert_never
+from collections.abc import Callable, Mapping
+from typing import Protocol, assert_never
 
 import anyio
 import structlog
@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from httpx_sse import ServerSentEvent
 
 from watcher.clock import Clock
-from watcher.config.model import ParallelSourceConfig, ParallelTaskGroupWatch
+from watcher.config.model import ParallelSourceConfig, ParallelTaskGroupWatch, WatchConfig
 from watcher.core.feed import (
     Action,
     Connect,
@@ -45,7 +45,7 @@ from watcher.core.feed import (
 )
 from watcher.core.group_stream import StreamBuffer, flush, hold, take
 from watcher.core.health import Problem, ProblemKind
-from watcher.core.snapshots import GroupSnapshot
+from watcher.core.snapshots import GroupObservation, GroupSnapshot
 from watcher.core.watch import WatchState
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.sources.errors import ResponseShapeError, SourceError
@@ -53,12 +53,31 @@ from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.parallel import ParallelClient
 from watcher.sources.parallel_models import StreamErrorEvent, parse_group_event
 
-if TYPE_CHECKING:
-    from watcher.daemon.watcher import Watcher
-
-__all__ = ["GroupStreams", "may_stream"]
+__all__ = ["GroupStreams", "StreamHost", "may_stream"]
 
 log = structlog.get_logger("watcher.stream")
+
+
+class StreamHost(Protocol):
+    """What the stream workers need of the watcher: the watches' configs, and a way to
+    hand over what a stream saw and to move a watch's polls."""
+
+    @property
+    def configs(self) -> Mapping[str, WatchConfig]:
+        """The configs of the watches, by key."""
+        ...
+
+    def poll_soon(self, rt: WatchRuntime) -> None:
+        """Poll ``rt`` now."""
+        ...
+
+    def stretch_polls(self, rt: WatchRuntime) -> None:
+        """Poll ``rt`` only as a cross-check."""
+        ...
+
+    async def apply_streamed(self, rt: WatchRuntime, observation: GroupObservation) -> None:
+        """Apply what a stream reported, as a poll's result would be."""
+        ...
 
 
 def may_stream(watch: object) -> bool:
@@ -76,7 +95,7 @@ class GroupStreams:
 
     def __init__(
         self,
-        watcher: Watcher,
+        watcher: StreamHost,
         client: ParallelClient,
         gate: SourceGate,
         config: ParallelSourceConfig,
@@ -247,7 +266,7 @@ class _Follower:
 
     def __init__(
         self,
-        watcher: Watcher,
+        watcher: StreamHost,
         rt: WatchRuntime,
         scrub: Callable[[str], str],
         delivering: Callable[[WatchRuntime], None],

@@ -87,6 +87,8 @@ class WebhookReceiver:
         if self.fail_first > 0:
             self.fail_first -= 1
             self.rejected += 1
+            self._changed.set()
+            self._changed = anyio.Event()
             return json_response(self.fail_status, b'{"error": "receiver configured to fail"}')
         self.received.append(
             Received(request.method, request.path, dict(request.headers), request.body)
@@ -100,6 +102,11 @@ class WebhookReceiver:
         while len(self.received) < count:
             await self._changed.wait()
         return self.received
+
+    async def wait_rejected(self, count: int) -> None:
+        """Wait until ``count`` requests have been refused (bound it with ``anyio.fail_after``)."""
+        while self.rejected < count:
+            await self._changed.wait()
 
     async def wait_until(self, predicate: Callable[[list[Received]], bool]) -> list[Received]:
         """Wait until ``predicate(received)`` holds (bound it with ``anyio.fail_after``)."""
