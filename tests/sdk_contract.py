@@ -14,6 +14,7 @@ import anyio
 
 from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi, TriggerLimiter
+from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import World
 
 SDK_DIR = Path(__file__).parent / "contract" / "trigger_sdk"
@@ -21,10 +22,10 @@ Seen = tuple[str, str, dict[str, list[str]], dict[str, str]]
 
 
 @asynccontextmanager
-async def simulator(world: World) -> AsyncIterator[str]:
+async def simulator(world: World, realtime: RealtimeServer | None = None) -> AsyncIterator[str]:
     """The simulator of ``world`` on loopback, its limiter out of the way; yields its URL."""
     limiter = TriggerLimiter(refill=100_000, capacity=100_000)
-    server = HttpServer(SimulatorApi(world, limiter=limiter))
+    server = HttpServer(SimulatorApi(world, limiter=limiter, realtime=realtime))
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         yield server.url

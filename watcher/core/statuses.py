@@ -27,6 +27,7 @@ __all__ = [
     "TriggerStatus",
     "classify",
     "is_known",
+    "trigger_public_status",
     "trigger_statuses",
 ]
 
@@ -172,3 +173,23 @@ def classify(source: Source, status: str) -> StatusInfo:
 def is_known(source: Source, status: str) -> bool:
     """True when ``status`` is documented for ``source``."""
     return status in _TABLES.get(source, {})
+
+
+_TRIGGER_INTERNAL: dict[str, str] = {
+    "PENDING": "QUEUED",
+    "WAITING_FOR_DEPLOY": "PENDING_VERSION",
+    "PAUSED": "WAITING",
+    "WAITING_TO_RESUME": "WAITING",
+    "RETRYING_AFTER_FAILURE": "EXECUTING",
+    "COMPLETED_SUCCESSFULLY": "COMPLETED",
+    "COMPLETED_WITH_ERRORS": "FAILED",
+    "INTERRUPTED": "FAILED",
+}
+
+
+def trigger_public_status(internal: str) -> str:
+    """The current-version status of a Trigger.dev run's internal ``TaskRunStatus`` (what
+    its realtime rows hold), as the SDK's ``apiStatusFromRunStatus`` maps it; the other
+    internal names (``DELAYED``, ``DEQUEUED``, ``EXECUTING``, ``CANCELED``, ...) are
+    public as they are, and a name the provider adds one day stays verbatim."""
+    return _TRIGGER_INTERNAL.get(internal, internal)

@@ -3,7 +3,8 @@
 Shapes follow ``../shared/reference`` and ``api-notes.md``: Parallel under
 ``/v1`` and the legacy ``/v1beta`` prefix (``x-api-key``), Trigger.dev under
 ``/api/v3/runs/{id}`` and ``/api/v1/runs`` (bearer key, ``x-trigger-api-version``,
-its token-bucket limiter with ``x-ratelimit-*`` headers and problem+json 429).
+its token-bucket limiter with ``x-ratelimit-*`` headers and problem+json 429), and its
+realtime shapes under ``/realtime/v1`` (``watcher/simulator/realtime.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import anyio
 from watcher.core.statuses import trigger_statuses
 from watcher.http_server import Request, Response, json_response
 from watcher.simulator.faults import BrokenBody, dripping, hang, reset_mid_body
+from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.trigger_runs import is_current, public_status
 from watcher.simulator.world import Fault, World
 
@@ -71,9 +73,16 @@ class TriggerLimiter:
 class SimulatorApi:
     """The request handler: routes, auth, faults, rate limiting."""
 
-    def __init__(self, world: World, *, limiter: TriggerLimiter | None = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        *,
+        limiter: TriggerLimiter | None = None,
+        realtime: RealtimeServer | None = None,
+    ) -> None:
         self.world = world
         self.limiter = limiter or TriggerLimiter()
+        self.realtime = realtime or RealtimeServer(world)
 
     async def __call__(self, request: Request) -> Response:
         """Handle one request."""
@@ -88,6 +97,9 @@ class SimulatorApi:
             return await self._parallel(request, segments[1:])
         if segments[:1] == ["api"]:
             return self._trigger(request, segments[1:])
+        if segments[:1] == ["realtime"]:
+            # Not counted by the /api limiter, as on the provider's side.
+            return await self.realtime.handle(request, segments[1:])
         return json_response(404, _dumps({"error": "Not found"}))
 
     def _count(self, name: str) -> None:
@@ -314,6 +326,13 @@ class SimulatorApi:
                     )
                 case "DELETE", ["faults"]:
                     w.clear_faults()
+                case "POST", ["realtime", "reset"]:
+                    self.realtime.reset()
+                case "POST", ["realtime", "limits"]:
+                    rt = self.realtime
+                    rt.limit = int(body.get("limit", rt.limit))
+                    rt.cap = int(body.get("cap", rt.cap))
+                    rt.long_poll = float(body.get("long_poll", rt.long_poll))
                 case "POST", ["parallel", "groups"]:
                     w.add_group(
                         body["id"], int(body.get("runs", 0)), status=body.get("status", "queued")

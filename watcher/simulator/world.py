@@ -148,6 +148,8 @@ class World:
         """``last_event_id`` of each request for a group's events stream."""
         self._seq = itertools.count(1)
         self._run_seq = itertools.count(1)
+        self.trigger_listeners: list[Callable[[TRun], None]] = []
+        """Told of every Trigger.dev run created or changed (the realtime shapes)."""
 
     # -- Parallel --------------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class World:
         if internal_status(status) != "PENDING":
             run.move(status, error, stamp)
         self.trigger_runs[run_id] = run
+        self._trigger_changed(run)
         return run
 
     def set_trigger_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -265,7 +268,13 @@ class World:
         ``EXECUTING`` after anything but a wait starts a new attempt; a failed finish
         records ``error`` as the run's error.
         """
-        self.trigger_runs[run_id].move(status, error, self._trigger_stamp())
+        run = self.trigger_runs[run_id]
+        run.move(status, error, self._trigger_stamp())
+        self._trigger_changed(run)
+
+    def _trigger_changed(self, run: TRun) -> None:
+        for listener in self.trigger_listeners:
+            listener(run)
 
     # -- requests -------------------------------------------------------------------------
 
