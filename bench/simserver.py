@@ -3,8 +3,9 @@
 ``python -m bench.simserver --port P --spec spec.json`` where the spec holds
 ``trigger_runs``, ``parallel_runs`` (lists of ``[prefix, count, status]``, with
 an optional fourth element: how many seconds ago the runs last changed),
-``groups`` (``[prefix, count, runs_each, status]``) and ``limiter`` (false turns
-Trigger.dev's rate limiter off, for measuring raw throughput).
+``groups`` (``[prefix, count, runs_each, status]``), ``limiter`` (false turns
+Trigger.dev's rate limiter off, for measuring raw throughput) and ``realtime``
+(``{cap, long_poll}`` of the realtime shapes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import anyio
 
 from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi, TriggerLimiter
+from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import World, _ts
 
 
@@ -43,9 +45,16 @@ def build(spec: dict[str, object]) -> tuple[World, TriggerLimiter]:
 
 
 async def serve(port: int, spec: dict[str, object]) -> None:
-    """Serve until killed."""
+    """Serve until killed. ``realtime`` in the spec sets the realtime shapes' ``cap``
+    (runs per multi-run shape) and ``long_poll`` (seconds)."""
     world, limiter = build(spec)
-    server = HttpServer(SimulatorApi(world, limiter=limiter), "127.0.0.1", port)
+    options = spec.get("realtime") or {}
+    assert isinstance(options, dict)
+    realtime = RealtimeServer(
+        world, cap=int(options.get("cap", 1000)), long_poll=float(options.get("long_poll", 20.0))
+    )
+    api = SimulatorApi(world, limiter=limiter, realtime=realtime)
+    server = HttpServer(api, "127.0.0.1", port)
     await server.serve()
 
 

@@ -15,6 +15,7 @@ from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
 from watcher.http_server import HttpServer
 from watcher.simulator.api import SimulatorApi, TriggerLimiter
+from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.receiver import Received, WebhookReceiver
 from watcher.simulator.world import World
 
@@ -129,7 +130,8 @@ def make_config(
         "polling": FAST_POLLING,
         "sources": {
             "parallel": {"base_url": sim_url},
-            "trigger": {"base_url": sim_url, "reserve": 0},
+            # The polling tests poll; tests/e2e/test_realtime.py turns the feed on.
+            "trigger": {"base_url": sim_url, "reserve": 0, "realtime": False},
         },
         "notifiers": [
             n if isinstance(n, dict) else {"url": n[0], "tags": n[1], "format": n[2]}
@@ -169,13 +171,14 @@ async def running(
     settings: Settings | None = None,
     notifiers: list[dict[str, Any]] | None = None,
     daemon_options: dict[str, Any] | None = None,
+    realtime: RealtimeServer | None = None,
     **sections: Any,
 ) -> AsyncIterator[Env]:
     """Simulator + receiver + daemon; stops the daemon cleanly on exit."""
     world = world or World()
     if setup is not None:
         setup(world)
-    api = SimulatorApi(world, limiter=limiter)
+    api = SimulatorApi(world, limiter=limiter, realtime=realtime)
     sim = HttpServer(api)
     receiver = WebhookReceiver()
     async with anyio.create_task_group() as tg:

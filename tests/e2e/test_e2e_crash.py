@@ -64,6 +64,8 @@ async def test_kill_9_during_transitions_with_the_notifier_down(tmp_path: Path) 
                 {
                     "state_file": str(tmp_path / "state.db"),
                     "polling": {"min_interval": "200ms", "max_interval": "1s"},
+                    # The scenario is paced by the daemon's polls.
+                    "sources": {"trigger": {"realtime": False}},
                     "notifications": {"group_wait": "100ms", "group_interval": "300ms"},
                     "watches": [{"type": "trigger_run", "id": run_id} for run_id in RUNS],
                     "notifiers": [

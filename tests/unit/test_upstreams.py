@@ -61,5 +61,7 @@ async def test_a_client_is_opened_for_every_upstream_with_a_key_only() -> None:
     async with AsyncExitStack() as stack:
         clients = await open_clients(stack, config, settings, gates)
         assert set(clients) == {Source.TRIGGER}
-        (upstream,) = clients[Source.TRIGGER].upstreams
-        assert upstream.client.headers["authorization"] == "Bearer tr_prod_x"
+        api, feed = clients[Source.TRIGGER].upstreams  # the realtime feed has its own pool
+        for upstream in (api, feed):
+            assert upstream.client.headers["authorization"] == "Bearer tr_prod_x"
+        assert feed.client is not api.client

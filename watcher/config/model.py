@@ -120,6 +120,22 @@ class TriggerSourceConfig(SourceOptions):
     burst: int = Field(default=100, ge=1)
     reserve: int = Field(default=25, ge=0)
     run_url: str | None = "https://cloud.trigger.dev/runs/{id}"
+    realtime: bool = True
+    """Follow the runs of watches in ``mode: auto`` on the environment's realtime feed (one
+    long-poll connection for every run; not counted by the ``/api`` rate limit). Only with
+    ``api_version: 2025-07-16``: the feed's statuses are the current set."""
+    realtime_window: PositiveDuration = 86400.0
+    """The feed holds runs created this long before it connects (the provider caps it at a
+    day); older runs are polled."""
+    realtime_rotate: PositiveDuration = 21600.0
+    """Re-read the feed from a fresh snapshot this often, so the window follows the clock."""
+    realtime_cross_check: PositiveDuration = 900.0
+    """Poll each run the feed holds this often anyway, in case an update was lost."""
+    realtime_long_poll: PositiveDuration = 20.0
+    """How long the server may hold a live request (Electric's default, 20 s)."""
+    realtime_retry_after: PositiveDuration = 600.0
+    """After the feed was refused (401/403/404) or kept failing, poll this long before
+    trying again."""
 
 
 class SourcesConfig(Strict):

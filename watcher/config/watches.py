@@ -83,6 +83,10 @@ class TriggerRunWatch(_RunWatch):
     """A single Trigger.dev run."""
 
     type: Literal["trigger_run"]
+    mode: Literal["auto", "poll"] = "auto"
+    """``auto``: follow the run on the environment's realtime feed while it holds the
+    run, polling only to cross-check (and fully whenever the feed cannot see it);
+    ``poll``: always poll."""
 
 
 def _queue_name(value: object) -> object:
@@ -194,6 +198,9 @@ class TriggerRunsWatch(_WatchBase):
     type: Literal["trigger_runs"]
     id: UpstreamId | None = None
     filter: TriggerRunsFilter = Field(default_factory=TriggerRunsFilter)
+    mode: Literal["auto", "poll"] = "auto"
+    """How the runs it follows are watched: as ``trigger_run``'s ``mode``; in ``auto``,
+    new runs seen on the realtime feed also start a discovery pass early."""
     max_runs: int = Field(default=1000, ge=1, le=100_000)
     max_pages: int = Field(default=20, ge=1, le=1000)
     page_size: int = Field(default=100, ge=1, le=100)

@@ -61,6 +61,7 @@ from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
 from watcher.daemon.outbox import Outbox
 from watcher.daemon.overrides import Overrides
+from watcher.daemon.realtime import RealtimeFeed
 from watcher.daemon.sdnotify import SystemdNotifier
 from watcher.daemon.state import StateStore, Stored, WatchWrite
 from watcher.daemon.streams import GroupStreams
@@ -70,6 +71,7 @@ from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
+from watcher.sources.trigger import TriggerClient
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -176,6 +178,16 @@ class Daemon:
                 clock=self.clock,
                 rng=self.rng,
             )
+        trigger = clients.get(Source.TRIGGER)
+        if isinstance(trigger, TriggerClient) and trigger.realtime is not None:
+            watcher.realtime = RealtimeFeed(
+                watcher,
+                trigger.realtime,
+                self.config.sources.trigger,
+                clock=self.clock,
+                rng=self.rng,
+            )
+            watcher.on_added = watcher.realtime.added
         if self.metrics is not None:
             watcher.on_poll = self.metrics.poll
             for client in clients.values():
@@ -278,6 +290,8 @@ class Daemon:
                         await polling.start(scheduler.run)
                     if watcher.streams is not None:
                         await polling.start(watcher.streams.run)
+                    if watcher.realtime is not None:
+                        await polling.start(watcher.realtime.run)
                     polling.start_soon(self._announce_ready, watcher)
                     task_status.started()
                     await self._stop.wait()

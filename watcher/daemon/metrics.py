@@ -194,6 +194,28 @@ class _DaemonCollector(Collector):
                 "Times a group went back to polling: its stream was refused or kept failing.",
                 value=streams.fallbacks,
             )
+        feed = watcher.realtime if watcher is not None else None
+        if feed is not None:
+            yield GaugeMetricFamily(
+                "run_watcher_realtime_covered_runs",
+                "Trigger.dev runs the realtime feed holds now (polled only to cross-check).",
+                value=len(feed.covered),
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_sessions",
+                "Realtime feed sessions (a snapshot, then long polls).",
+                value=feed.sessions,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_fallbacks",
+                "Times the realtime feed fell back to polling: refused, or kept failing.",
+                value=feed.fallbacks,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_changes",
+                "Run changes seen on the realtime feed (each polled the run at once).",
+                value=feed.changes,
+            )
 
     def _notifiers(self) -> Iterator[Metric]:
         notifications = CounterMetricFamily(

@@ -27,6 +27,7 @@ from watcher.core.sharding import Shard
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, WatchState, new_watch_state
+from watcher.daemon.realtime import RealtimeFeed
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.daemon.scheduler import SourceScheduler
 from watcher.daemon.state import Stored, WatchWrite
@@ -104,6 +105,10 @@ class WatchRegistry:
         """Unix time of the last successful poll, per upstream."""
         self._unpolled: set[str] = set()
         self.streams: GroupStreams | None = None
+        self.realtime: RealtimeFeed | None = None
+        """The Trigger.dev environment's realtime feed (set by the daemon when it is on)."""
+        self.on_added: Callable[[WatchRuntime], None] | None = None
+        """Told of every runtime added (the realtime feed learns of runs to follow)."""
         """Group event streams (set by the daemon when Parallel is in use)."""
 
     # -- policies -----------------------------------------------------------------------
@@ -175,6 +180,8 @@ class WatchRegistry:
         self._discovery_keys = None
         self._unpolled.add(rt.key)
         self.schedulers[rt.source].schedule(rt, 0.0)
+        if self.on_added is not None:
+            self.on_added(rt)
         return rt
 
     def remove(self, key: str) -> list[WatchWrite]:
@@ -357,4 +364,6 @@ class WatchRegistry:
         child = self._child(parent, watch, run.run_id, state)
         delay = 0.0 if announce else self.rng.uniform(0, policy.min_interval)
         self.schedulers[Source.TRIGGER].schedule(child, delay)
+        if self.on_added is not None:
+            self.on_added(child)
         return child

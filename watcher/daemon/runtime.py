@@ -66,6 +66,8 @@ class WatchRuntime:
     """Failed runs of a group that may be streamed, named so far by either path (polls
     reading the runs stream, or the events stream): neither names one twice, even when
     a stream replays its history."""
+    pushed: bool = False
+    """An environment's realtime feed holds this run: polls only cross-check it."""
     streamed_ahead: int = 0
     """Failures the events stream named since the runs stream was last read: the next
     read must go that much further past its cursor."""

@@ -200,6 +200,9 @@ class Watcher(WatchRegistry):
             if rt.streaming and not rt.stream_suspect:
                 # The stream reports changes; polls only cross-check the counts.
                 delay = max(delay, rt.policy.max_interval)
+            elif rt.pushed:
+                # The realtime feed reports changes; polls only cross-check the run.
+                delay = max(delay, self.sources.trigger.realtime_cross_check)
             self.schedulers[rt.source].schedule(rt, delay)
 
     # -- group event streams ----------------------------------------------------------------
@@ -229,6 +232,17 @@ class Watcher(WatchRegistry):
         """Poll ``rt`` now (a stream ended: polling takes over)."""
         if not rt.removed:
             self.schedulers[rt.source].schedule(rt, 0.0)
+
+    def cover(self, rt: WatchRuntime, pushed: bool) -> None:
+        """The realtime feed holds ``rt`` now (its polls stretch to the cross-check) or no
+        longer does (polled at once, then at its own pace)."""
+        if rt.removed or rt.pushed == pushed:
+            return
+        rt.pushed = pushed
+        if pushed:
+            self._schedule(rt, self.sources.trigger.realtime_cross_check)
+        else:
+            self.poll_soon(rt)
 
     def stretch_polls(self, rt: WatchRuntime) -> None:
         """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""

@@ -34,6 +34,9 @@ __all__ = [
     "StreamRead",
     "Upstream",
     "build_client",
+    "classify_status",
+    "read_capped",
+    "transport_problem",
 ]
 
 RequestObserver = Callable[[str, str, float], None]
@@ -127,7 +130,8 @@ def classify_status(status: int, what: str, body: bytes, wait: float | None) -> 
     return Problem(ProblemKind.BAD_REQUEST, message, status)
 
 
-def _transport_problem(exc: Exception, what: str, total: float) -> Problem:
+def transport_problem(exc: Exception, what: str, total: float) -> Problem:
+    """A request that got no answer (timeout, refused, reset) as a problem."""
     match exc:
         case TimeoutError():
             text = f"no complete response within {total:g}s"
@@ -184,7 +188,7 @@ class Upstream:
         return self._scrubber.text(text)
 
     @contextmanager
-    def _measured(self) -> Iterator[list[str]]:
+    def measured(self) -> Iterator[list[str]]:
         """Time a request; the caller sets ``outcome[0]`` to what it got."""
         outcome = ["error"]
         started = time.perf_counter()
@@ -205,7 +209,7 @@ class Upstream:
             self.gate.observe(remaining=counters.remaining, reset_in=counters.reset_in)
 
     async def _fail(self, response: httpx.Response, what: str) -> SourceError:
-        body = await _read_capped(response, _ERROR_BODY_LIMIT, what, truncate=True)
+        body = await read_capped(response, _ERROR_BODY_LIMIT, what, truncate=True)
         wait = None
         if response.status_code in (429, 503):
             wait = retry_after(response.headers, body, self._epoch())
@@ -221,19 +225,17 @@ class Upstream:
         await ticket.spend()
         async with self.gate.limiter:
             try:
-                with self._measured() as outcome, anyio.fail_after(self.limits.total_timeout):
+                with self.measured() as outcome, anyio.fail_after(self.limits.total_timeout):
                     async with self.client.stream("GET", path, params=params) as response:
                         outcome[0] = str(response.status_code)
                         self._observe(response)
                         if response.status_code != 200:
                             raise await self._fail(response, what)
-                        body = await _read_capped(response, self.limits.max_body, what)
+                        body = await read_capped(response, self.limits.max_body, what)
             except SourceError:
                 raise
             except (TimeoutError, httpx.HTTPError) as exc:
-                raise SourceError(
-                    _transport_problem(exc, what, self.limits.total_timeout)
-                ) from None
+                raise SourceError(transport_problem(exc, what, self.limits.total_timeout)) from None
         try:
             return json.loads(body)
         except ValueError as exc:
@@ -278,7 +280,7 @@ class Upstream:
         )
         async with self.gate.limiter:
             try:
-                with self._measured() as outcome, anyio.fail_after(self.limits.stream_timeout):
+                with self.measured() as outcome, anyio.fail_after(self.limits.stream_timeout):
                     async with self._event_stream(path, params, timeout, outcome) as response:
                         events = EventSource(response).aiter_sse()
                         try:
@@ -305,7 +307,7 @@ class Upstream:
             except SSEError as exc:
                 raise ResponseShapeError(f"{what}: not an event stream ({exc})") from None
             except (TimeoutError, httpx.HTTPError) as exc:
-                problem = _transport_problem(exc, what, self.limits.stream_timeout)
+                problem = transport_problem(exc, what, self.limits.stream_timeout)
                 if not result.events:
                     raise SourceError(problem) from None
                 result.problem = problem
@@ -336,7 +338,7 @@ class Upstream:
             idle_timeout, connect=self.limits.connect_timeout, pool=self.limits.connect_timeout
         )
         try:
-            with self._measured() as outcome, anyio.move_on_after(max_age) as aged:
+            with self.measured() as outcome, anyio.move_on_after(max_age) as aged:
                 async with self._event_stream(path, params, timeout, outcome) as response:
                     await _pump(EventSource(response), follower, end, idle_timeout)
             if aged.cancelled_caught:
@@ -346,7 +348,7 @@ class Upstream:
         except SSEError as exc:
             raise ResponseShapeError(f"{what}: not an event stream ({exc})") from None
         except (TimeoutError, httpx.HTTPError) as exc:
-            problem = _transport_problem(exc, what, idle_timeout)
+            problem = transport_problem(exc, what, idle_timeout)
             if not end.events:
                 raise SourceError(problem) from None
             end.reason, end.problem = "broken", problem
@@ -428,9 +430,11 @@ async def _pump(
         raise failure[0]
 
 
-async def _read_capped(
+async def read_capped(
     response: httpx.Response, limit: int, what: str, *, truncate: bool = False
 ) -> bytes:
+    """The body, at most ``limit`` bytes: beyond it a ResponseShapeError, or the first
+    ``limit`` bytes with ``truncate``."""
     chunks: list[bytes] = []
     size = 0
     body = response.aiter_bytes()

@@ -11,6 +11,7 @@ from watcher.core.statuses import TriggerApiVersion
 from watcher.sources.gate import Ticket
 from watcher.sources.http import Upstream
 from watcher.sources.trigger_models import parse_list, parse_run
+from watcher.sources.trigger_realtime import TriggerRealtime
 
 __all__ = ["ListFilter", "ListPass", "TriggerClient", "environment_of_key", "trigger_headers"]
 
@@ -82,14 +83,24 @@ class TriggerClient:
     and an alert must (a failure in prod and one in dev are not the same page).
     """
 
-    def __init__(self, upstream: Upstream, *, environment: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        environment: str | None = None,
+        realtime: TriggerRealtime | None = None,
+    ) -> None:
         self.upstream = upstream
         self.environment = environment
+        self.realtime = realtime
+        """The environment's realtime feed (None: off, or a legacy API version)."""
 
     @property
     def upstreams(self) -> tuple[Upstream, ...]:
-        """The one HTTP seam."""
-        return (self.upstream,)
+        """The HTTP seam of the API, and the realtime feed's."""
+        if self.realtime is None:
+            return (self.upstream,)
+        return (self.upstream, self.realtime.upstream)
 
     async def get_run(self, run_id: str, ticket: Ticket) -> RunSnapshot:
         """``GET /api/v3/runs/{runId}``."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import DEFAULT_TRIGGER_URL
 from watcher.core.events import WatchType
-from watcher.core.statuses import Source
+from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION, Source
 from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.trigger import TriggerClient, environment_of_key, trigger_headers
+from watcher.sources.trigger_realtime import TriggerRealtime
 from watcher.upstreams.plugin import Credential, Links, Opening
 
 __all__ = ["TRIGGER", "TriggerPlugin"]
@@ -39,21 +41,27 @@ class TriggerPlugin:
             total_timeout=cfg.total_timeout,
             max_connections=cfg.max_concurrency,
         )
+        base_url = settings.trigger_api_url or cfg.base_url or DEFAULT_TRIGGER_URL
+        version = settings.trigger_api_version or cfg.api_version
+        headers = trigger_headers(opening.key, version, opening.agent)
         client = await stack.enter_async_context(
-            build_client(
-                settings.trigger_api_url or cfg.base_url or DEFAULT_TRIGGER_URL,
-                trigger_headers(
-                    opening.key,
-                    settings.trigger_api_version or cfg.api_version,
-                    opening.agent,
-                ),
-                limits,
-                transport=opening.transport,
-            )
+            build_client(base_url, headers, limits, transport=opening.transport)
         )
+        realtime = None
+        if cfg.realtime and version == TRIGGER_CURRENT_API_VERSION:
+            # The feed holds one long poll open: a pool of its own, so polls never wait.
+            feed_limits = replace(limits, max_connections=2)
+            feed_client = await stack.enter_async_context(
+                build_client(base_url, headers, feed_limits, transport=opening.transport)
+            )
+            realtime = TriggerRealtime(
+                Upstream("trigger", feed_client, opening.gate, feed_limits),
+                long_poll=cfg.realtime_long_poll,
+            )
         return TriggerClient(
             Upstream("trigger", client, opening.gate, limits),
             environment=environment_of_key(opening.key),
+            realtime=realtime,
         )
 
 

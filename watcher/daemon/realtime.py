@@ -1,0 +1,351 @@
+"""The Trigger.dev environment's realtime feed: one long-poll connection for every run.
+
+The feed's life runs on the push-feed state machine (``core/feed.py``); this worker
+performs its actions. A session reads the environment's shape of runs created in the
+window (``core/shape.py`` folds it), then long-polls for changes:
+
+- A followed run (a ``trigger_run`` watch in ``mode: auto``, or a run a
+  ``trigger_runs`` watch follows) that the shape holds is *covered*: its polls
+  stretch to ``realtime_cross_check``. A run the shape does not hold (created before
+  the window, or left out by a capped feed) is polled as before.
+- A row that changed a covered run's status (or shows a retry) polls that run now: the
+  poll reads what the row lacks (the attempt, the error, the version) and the events
+  are the very events polling makes, with the same ids.
+- A new run in the shape starts an early discovery pass of the ``trigger_runs``
+  watches whose filter names its task or tags.
+- 409 (the shape was reset) re-reads it from offset ``-1``: runs are re-covered, and no
+  event repeats, since a poll reports only a change from what the watch last saw.
+- The session ends cleanly every ``realtime_rotate`` (a fresh snapshot moves the
+  window); a refusal (401/403/404), or failures three times over, falls back: every
+  covered run is polled at its own pace again until ``realtime_retry_after``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, assert_never
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from watcher.clock import Clock
+from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig, WatchConfig
+from watcher.core.feed import (
+    Action,
+    Connect,
+    Delivering,
+    Ended,
+    Enqueue,
+    FallBack,
+    FeedPolicy,
+    FeedState,
+    Input,
+    Phase,
+    Refused,
+    Release,
+    Sleep,
+    Start,
+    Stop,
+    StretchPolls,
+    Wake,
+    Want,
+    advance,
+)
+from watcher.core.health import Problem
+from watcher.core.shape import ShapeFold
+from watcher.core.snapshots import RunSnapshot
+from watcher.core.statuses import Source
+from watcher.core.watch import WatchState
+from watcher.daemon.runtime import Kind, WatchRuntime
+from watcher.sources.errors import SourceError
+from watcher.sources.trigger_realtime import RealtimeRun, ShapeGone, TriggerRealtime, run_of_row
+
+__all__ = ["RealtimeFeed", "RealtimeHost"]
+
+log = structlog.get_logger("watcher.realtime")
+
+_RETRY_STATUS = "RETRYING_AFTER_FAILURE"
+
+
+class RealtimeHost(Protocol):
+    """What the feed needs of the watcher."""
+
+    @property
+    def registry(self) -> Mapping[str, WatchRuntime]:
+        """Every runtime, by key."""
+        ...
+
+    @property
+    def configs(self) -> Mapping[str, WatchConfig]:
+        """The configs of the watches, by key."""
+        ...
+
+    def poll_soon(self, rt: WatchRuntime) -> None:
+        """Poll ``rt`` now."""
+        ...
+
+    def cover(self, rt: WatchRuntime, pushed: bool) -> None:
+        """The feed holds ``rt`` (its polls stretch) or no longer does."""
+        ...
+
+
+def _window(seconds: float) -> str:
+    """``createdAt`` as the API takes it (whole minutes, at least one)."""
+    return f"{max(1, int(seconds // 60))}m"
+
+
+class RealtimeFeed:
+    """The realtime feed of one Trigger.dev environment (one base URL and key)."""
+
+    def __init__(
+        self,
+        host: RealtimeHost,
+        client: TriggerRealtime,
+        config: TriggerSourceConfig,
+        *,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.host = host
+        self.client = client
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.state = FeedState()
+        self.policy = FeedPolicy(retry_after=config.realtime_retry_after)
+        self.fold = ShapeFold(keep=self._keeps)
+        self.covered: set[str] = set()
+        self._wanted = anyio.Event()
+        self._followed_ids: set[str] = set()
+        self.sessions = 0
+        self.fallbacks = 0
+        self.changes = 0
+        """Rows that made a covered run be polled at once."""
+
+    # -- what it follows ------------------------------------------------------------------
+
+    def _mode(self, rt: WatchRuntime) -> str:
+        config = self.host.configs.get(rt.parent or rt.key)
+        if isinstance(config, (TriggerRunWatch, TriggerRunsWatch)):
+            return config.mode
+        return "poll"
+
+    def followed(self) -> Iterable[WatchRuntime]:
+        """The Trigger.dev runs in ``mode: auto`` still watched and not finished."""
+        for rt in list(self.host.registry.values()):
+            if (
+                rt.kind is Kind.RUN
+                and rt.source is Source.TRIGGER
+                and not rt.removed
+                and rt.finished_at is None
+                and self._mode(rt) == "auto"
+            ):
+                yield rt
+
+    def wanted(self) -> bool:
+        """Whether anything needs the feed: a followed run, or a discovery in ``auto`` mode."""
+        if any(True for _ in self.followed()):
+            return True
+        return any(
+            isinstance(config, TriggerRunsWatch) and config.mode == "auto"
+            for config in self.host.configs.values()
+        )
+
+    def added(self, rt: WatchRuntime) -> None:
+        """A runtime was added: a Trigger.dev run or discovery in ``auto`` mode wants the feed."""
+        if rt.source is Source.TRIGGER:
+            if rt.kind is Kind.RUN:
+                self._followed_ids.add(rt.subject_id)
+            self._wanted.set()
+
+    def _keeps(self, row: Mapping[str, Any]) -> bool:
+        # The rows of runs nobody follows are not held; their updates still name the key.
+        return row.get("friendlyId") in self._followed_ids
+
+    # -- the state machine ------------------------------------------------------------------
+
+    def _advance(self, event: Input) -> tuple[Action, ...]:
+        self.state, actions = advance(self.state, event, self.policy, self.rng)
+        return actions
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the feed while runs want it, until cancelled."""
+        task_status.started()
+        try:
+            while True:
+                if not self.wanted():
+                    self._wanted = anyio.Event()
+                    await self._wanted.wait()
+                    continue
+                actions = self._advance(Want(self.clock.now()))
+                if not actions:  # falling back: polled until retry_at
+                    await anyio.sleep(max(1.0, self.state.retry_at - self.clock.now()))
+                    continue
+                assert actions == (Enqueue(),), actions
+                await self._perform(self._advance(Start()))
+        finally:
+            self._uncover_all(poll=False)
+
+    async def _perform(self, actions: tuple[Action, ...]) -> None:
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            match action:
+                case Connect():
+                    pending += await self._session()
+                case Sleep(seconds=seconds):
+                    await anyio.sleep(seconds)
+                    pending += self._advance(Wake())
+                case StretchPolls():
+                    self._cover()
+                case FallBack(problem=problem, wait=wait):
+                    self.fallbacks += 1
+                    self._uncover_all(poll=True)
+                    log.warning(
+                        "realtime feed unavailable; the Trigger.dev runs are polled",
+                        error=problem.message if problem else "kept failing",
+                        retry_in=round(wait),
+                    )
+                case Release():
+                    self._uncover_all(poll=True)
+                case Enqueue():  # pragma: no cover - only Want asks for it
+                    raise AssertionError("Enqueue inside the feed")
+                case _:
+                    assert_never(action)
+
+    # -- one session ------------------------------------------------------------------------
+
+    async def _session(self) -> tuple[Action, ...]:
+        """Snapshot, then long polls, until the rotation, a failure or nothing to follow."""
+        self.sessions += 1
+        self._followed_ids = {rt.subject_id for rt in self.followed()}
+        self.fold.reset()
+        window = _window(self.config.realtime_window)
+        started = self.clock.now()
+        try:
+            while not self.fold.synced:
+                await self._read(live=False, window=window)
+        except SourceError as exc:
+            return self._advance(Refused(self.clock.now(), exc.problem))
+        for action in self._advance(Delivering()):
+            assert isinstance(action, StretchPolls), action
+            self._cover()
+        log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
+        try:
+            while self.clock.now() - started < self.config.realtime_rotate:
+                if not self.wanted():
+                    return self._advance(Stop(self.clock.now()))
+                await self._read(live=True, window=window)
+        except SourceError as exc:
+            return self._ended(exc.problem)
+        # Rotation: a fresh snapshot moves the window; covered runs stay covered meanwhile.
+        return self._advance(Ended(self.clock.now(), clean=True))
+
+    def _ended(self, problem: Problem) -> tuple[Action, ...]:
+        log.info("realtime feed interrupted; reconnecting", error=problem.message)
+        self._uncover_all(poll=True)
+        return self._advance(Ended(self.clock.now(), clean=False, problem=problem))
+
+    async def _read(self, *, live: bool, window: str) -> None:
+        try:
+            response = await self.client.read(self.fold.cursor, live=live, window=window)
+        except ShapeGone as gone:
+            log.info("realtime shape was reset; reading it again", handle=gone.handle)
+            self.fold.reset(gone.handle)
+            return
+        try:
+            rows = self.fold.apply(response)
+        except ValueError as exc:
+            log.warning(
+                "realtime feed sent a value it could not read; reading it again", error=str(exc)
+            )
+            self.fold.reset()
+            return
+        if self.state.phase is Phase.STREAMING:
+            self._changed(rows)
+            self._cover()
+
+    # -- covering and changes ------------------------------------------------------------------
+
+    def _held(self) -> dict[str, RealtimeRun]:
+        """Every run the shape holds, by id."""
+        held: dict[str, RealtimeRun] = {}
+        for row in self.fold.rows.values():
+            run = run_of_row(row)
+            if run is not None:
+                held[run.run_id] = run
+        return held
+
+    def _cover(self) -> None:
+        """Cover the followed runs the shape holds; poll those whose status moved unseen."""
+        held = self._held()
+        for rt in self.followed():
+            self._followed_ids.add(rt.subject_id)
+            if rt.subject_id not in held:
+                continue
+            if rt.key not in self.covered:
+                self.covered.add(rt.key)
+                self.host.cover(rt, True)
+                if _moved(rt, held[rt.subject_id]):
+                    self.host.poll_soon(rt)
+        for key in list(self.covered):
+            gone = self.host.registry.get(key)
+            if gone is None or gone.removed or gone.finished_at is not None:
+                self.covered.discard(key)
+
+    def _changed(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        by_run: dict[str, list[WatchRuntime]] = {}
+        for rt in self.followed():
+            by_run.setdefault(rt.subject_id, []).append(rt)
+        for row in rows:
+            run = run_of_row(row)
+            if run is None:
+                continue
+            runtimes = by_run.get(run.run_id)
+            if runtimes is None:
+                self._discovered(run.task, run.tags)
+                continue
+            for rt in runtimes:
+                if _moved(rt, run):
+                    self.changes += 1
+                    self.host.poll_soon(rt)
+
+    def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
+        """A run nobody follows appeared or moved: discovery passes whose filter may hold it
+        look now rather than at their next pass."""
+        if task is None:
+            return
+        for key, config in self.host.configs.items():
+            if not isinstance(config, TriggerRunsWatch) or config.mode != "auto":
+                continue
+            flt = config.filter
+            if (flt.task and task not in flt.task) or (flt.tag and not set(flt.tag) & set(tags)):
+                continue
+            rt = self.host.registry.get(key)
+            if rt is not None and not rt.removed:
+                self.host.poll_soon(rt)
+
+    def _uncover_all(self, *, poll: bool) -> None:
+        for key in list(self.covered):
+            rt = self.host.registry.get(key)
+            if rt is not None and poll:
+                self.host.cover(rt, False)
+            elif rt is not None:
+                rt.pushed = False
+        self.covered.clear()
+
+
+def _moved(rt: WatchRuntime, run: RealtimeRun) -> bool:
+    """Whether the row shows a change the watch has not seen: another status, or the same
+    one at another time (a retry between two long polls reads EXECUTING both sides)."""
+    state = rt.state
+    known = state.snapshot if isinstance(state, WatchState) else None
+    if not isinstance(known, RunSnapshot):
+        return True
+    return (
+        run.status != known.status
+        or run.internal == _RETRY_STATUS
+        or (run.updated_at is not None and run.updated_at != known.updated_at)
+    )
