@@ -111,12 +111,15 @@ class ParallelSourceConfig(SourceOptions):
 
 
 class TriggerSourceConfig(SourceOptions):
-    """Trigger.dev: API version header, budget (documented limit: 1,500/min), links."""
+    """Trigger.dev: API version header, budget (documented limit: 1,500/min, shared with the
+    user's own application), links, the realtime feed."""
 
     api_version: ApiVersion = TRIGGER_CURRENT_API_VERSION
     """``x-trigger-api-version``: ``2025-07-16`` (current statuses) or ``legacy`` (no
     header, the legacy statuses). Any other value would silently get the legacy set."""
-    requests_per_minute: float = Field(default=1200, gt=0)
+    # 40% of the environment's limit: with the realtime feed carrying the load, polls are
+    # cross-checks and reads of changed runs; the rest stays with the owner's application.
+    requests_per_minute: float = Field(default=600, gt=0)
     burst: int = Field(default=100, ge=1)
     reserve: int = Field(default=25, ge=0)
     run_url: str | None = "https://cloud.trigger.dev/runs/{id}"
@@ -127,10 +130,11 @@ class TriggerSourceConfig(SourceOptions):
     realtime_window: PositiveDuration = 86400.0
     """The feed holds runs created this long before it connects (the provider caps it at a
     day); older runs are polled."""
-    realtime_rotate: PositiveDuration = 21600.0
-    """Re-read the feed from a fresh snapshot this often, so the window follows the clock."""
-    realtime_cross_check: PositiveDuration = 900.0
-    """Poll each run the feed holds this often anyway, in case an update was lost."""
+    realtime_rotate: PositiveDuration = 3600.0
+    """Re-read the feed from a fresh snapshot this often: the window follows the clock,
+    and every run the snapshot holds is checked against what its watch last saw."""
+    realtime_cross_check: PositiveDuration = 7200.0
+    """Poll each run the feed holds this often anyway (the snapshots check them hourly)."""
     realtime_long_poll: PositiveDuration = 20.0
     """How long the server may hold a live request (Electric's default, 20 s)."""
     realtime_retry_after: PositiveDuration = 600.0

@@ -161,8 +161,31 @@ class RealtimeFeed:
             self._wanted.set()
 
     def _keeps(self, row: Mapping[str, Any]) -> bool:
-        # The rows of runs nobody follows are not held; their updates still name the key.
-        return row.get("friendlyId") in self._followed_ids
+        """Hold the rows of followed runs and of runs a discovery may adopt: a large
+        environment's snapshot must not cost a row per run (the others' updates still
+        come out, by key, for early discovery)."""
+        if row.get("friendlyId") in self._followed_ids:
+            return True
+        task, tags = row.get("taskIdentifier"), row.get("runTags")
+        return self._discovery_matches(
+            task if isinstance(task, str) else None,
+            tuple(tags) if isinstance(tags, list) else (),
+        )
+
+    def _discovery_matches(self, task: str | None, tags: tuple[str, ...]) -> bool:
+        return any(True for _ in self._discoveries(task, tags))
+
+    def _discoveries(self, task: str | None, tags: tuple[str, ...]) -> Iterable[str]:
+        """The keys of ``trigger_runs`` watches in ``auto`` whose filter may hold such a run."""
+        if task is None:
+            return
+        for key, config in self.host.configs.items():
+            if not isinstance(config, TriggerRunsWatch) or config.mode != "auto":
+                continue
+            flt = config.filter
+            if (flt.task and task not in flt.task) or (flt.tag and not set(flt.tag) & set(tags)):
+                continue
+            yield key
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -232,6 +255,9 @@ class RealtimeFeed:
         for action in self._advance(Delivering()):
             assert isinstance(action, StretchPolls), action
             self._cover()
+        # Every snapshot is a cross-check of every run it holds, at no /api cost: a run
+        # whose row differs from what its watch last saw is polled now.
+        self._changed(self.fold.rows.values())
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:
@@ -315,14 +341,7 @@ class RealtimeFeed:
     def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
         """A run nobody follows appeared or moved: discovery passes whose filter may hold it
         look now rather than at their next pass."""
-        if task is None:
-            return
-        for key, config in self.host.configs.items():
-            if not isinstance(config, TriggerRunsWatch) or config.mode != "auto":
-                continue
-            flt = config.filter
-            if (flt.task and task not in flt.task) or (flt.tag and not set(flt.tag) & set(tags)):
-                continue
+        for key in self._discoveries(task, tags):
             rt = self.host.registry.get(key)
             if rt is not None and not rt.removed:
                 self.host.poll_soon(rt)
