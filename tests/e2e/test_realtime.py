@@ -174,3 +174,22 @@ async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
                 "trigger.realtime_live", world.requests["trigger.realtime_live"] + 2
             )
         assert world.requests["trigger.run"] == spent  # idle runs: no polls while covered
+
+
+async def test_the_connection_limit_falls_back_to_polling() -> None:
+    world = World()
+    world.add_trigger_run("run_l", "sync", "EXECUTING")
+    realtime = RealtimeServer(world, limit=0)  # every live request: 429
+    polling = {"min_interval": "200ms", "max_interval": "400ms"}
+    async with running(
+        [run_watch("run_l")], world=world, polling=polling, sources=FEED, realtime=realtime
+    ) as env:
+        feed = env.daemon.watcher.realtime if env.daemon.watcher else None
+        assert feed is not None
+        with anyio.fail_after(15):
+            while feed.fallbacks < 1:  # noqa: ASYNC110 - observing the feed's fall-backs
+                await anyio.sleep(0.02)
+        assert world.requests["trigger.realtime_limited"] >= 3  # three failures, then polling
+        world.set_trigger_run("run_l", "CRASHED", "oom")
+        events = await env.wait_until(lambda es: any(e["to_status"] == "CRASHED" for e in es))
+    assert [e["to_status"] for e in events] == ["CRASHED"]

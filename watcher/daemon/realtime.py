@@ -67,6 +67,9 @@ __all__ = ["RealtimeFeed", "RealtimeHost"]
 log = structlog.get_logger("watcher.realtime")
 
 _RETRY_STATUS = "RETRYING_AFTER_FAILURE"
+EARLY_DISCOVERY_SPACING = 10.0
+"""At most one early discovery pass per watch this often: a busy environment inserts many
+runs a second, and a pass may read 20 pages."""
 
 
 class RealtimeHost(Protocol):
@@ -119,6 +122,7 @@ class RealtimeFeed:
         self.covered: set[str] = set()
         self._wanted = anyio.Event()
         self._followed_ids: set[str] = set()
+        self._early: dict[str, float] = {}
         self.sessions = 0
         self.fallbacks = 0
         self.changes = 0
@@ -341,9 +345,14 @@ class RealtimeFeed:
     def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
         """A run nobody follows appeared or moved: discovery passes whose filter may hold it
         look now rather than at their next pass."""
+        now = self.clock.now()
         for key in self._discoveries(task, tags):
             rt = self.host.registry.get(key)
-            if rt is not None and not rt.removed:
+            if rt is None or rt.removed:
+                continue
+            last = self._early.get(key)
+            if last is None or now - last >= EARLY_DISCOVERY_SPACING:
+                self._early[key] = now
                 self.host.poll_soon(rt)
 
     def _uncover_all(self, *, poll: bool) -> None:
