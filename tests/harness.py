@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -233,3 +234,51 @@ async def receivers(count: int, **kwargs: Any) -> AsyncIterator[list[WebhookRece
 def titles(received: list[Received]) -> list[str]:
     """The titles of received text notifications."""
     return [r.title for r in received]
+
+
+class Stage:
+    """A simulator and a receiver that outlive several daemons (restart tests)."""
+
+    def __init__(
+        self, world: World, sim: HttpServer, receiver: WebhookReceiver, state: Path
+    ) -> None:
+        self.world = world
+        self.sim = sim
+        self.receiver = receiver
+        self.state = state
+
+    def daemon(
+        self, watches: list[dict[str, Any]], config_path: Path | None = None, **sections: Any
+    ) -> Daemon:
+        notifiers = [
+            {
+                "url": self.receiver.apprise_url("json"),
+                "tags": ["all"],
+                "format": "json",
+                "name": "audit",
+            }
+        ]
+        config = make_config(
+            self.sim.url, notifiers, watches=watches, state_file=str(self.state), **sections
+        )
+        settings = Settings(
+            parallel_api_key=self.world.parallel_key, trigger_secret_key=self.world.trigger_key
+        )
+        return Daemon(config, settings, config_path=config_path)
+
+    async def events_until(self, predicate: Any, within: float = 15.0) -> list[dict[str, Any]]:
+        with anyio.fail_after(within):
+            await self.receiver.wait_until(lambda rs: predicate([e for r in rs for e in r.events]))
+        return self.receiver.events()
+
+
+@asynccontextmanager
+async def stage(tmp_path: Path, world: World) -> AsyncIterator[Stage]:
+    """The simulator of ``world`` and a receiver on loopback; the state file in ``tmp_path``."""
+    sim = HttpServer(SimulatorApi(world))
+    receiver = WebhookReceiver()
+    async with anyio.create_task_group() as tg:
+        await tg.start(sim.serve)
+        await tg.start(receiver.server.serve)
+        yield Stage(world, sim, receiver, tmp_path / "state.db")
+        tg.cancel_scope.cancel()

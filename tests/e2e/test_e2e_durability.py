@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,64 +10,14 @@ import anyio
 import pytest
 import structlog
 import yaml
-from harness import make_config, run_daemon, settled
+from harness import make_config, run_daemon, settled, stage
 
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
 from watcher.daemon.state import StateStore
-from watcher.http_server import HttpServer
-from watcher.simulator.api import SimulatorApi
-from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-
-class Stage:
-    """A simulator and a receiver that outlive several daemons."""
-
-    def __init__(
-        self, world: World, sim: HttpServer, receiver: WebhookReceiver, state: Path
-    ) -> None:
-        self.world = world
-        self.sim = sim
-        self.receiver = receiver
-        self.state = state
-
-    def daemon(
-        self, watches: list[dict[str, Any]], config_path: Path | None = None, **sections: Any
-    ) -> Daemon:
-        notifiers = [
-            {
-                "url": self.receiver.apprise_url("json"),
-                "tags": ["all"],
-                "format": "json",
-                "name": "audit",
-            }
-        ]
-        config = make_config(
-            self.sim.url, notifiers, watches=watches, state_file=str(self.state), **sections
-        )
-        settings = Settings(
-            parallel_api_key=self.world.parallel_key, trigger_secret_key=self.world.trigger_key
-        )
-        return Daemon(config, settings, config_path=config_path)
-
-    async def events_until(self, predicate: Any, within: float = 15.0) -> list[dict[str, Any]]:
-        with anyio.fail_after(within):
-            await self.receiver.wait_until(lambda rs: predicate([e for r in rs for e in r.events]))
-        return self.receiver.events()
-
-
-@asynccontextmanager
-async def stage(tmp_path: Path, world: World) -> AsyncIterator[Stage]:
-    sim = HttpServer(SimulatorApi(world))
-    receiver = WebhookReceiver()
-    async with anyio.create_task_group() as tg:
-        await tg.start(sim.serve)
-        await tg.start(receiver.server.serve)
-        yield Stage(world, sim, receiver, tmp_path / "state.db")
-        tg.cancel_scope.cancel()
 
 
 WATCHES = [

@@ -10,11 +10,12 @@ polled as before.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from harness import Env, running
+from harness import Env, run_daemon, running, stage
 
 from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import Fault, World
@@ -193,3 +194,26 @@ async def test_the_connection_limit_falls_back_to_polling() -> None:
         world.set_trigger_run("run_l", "CRASHED", "oom")
         events = await env.wait_until(lambda es: any(e["to_status"] == "CRASHED" for e in es))
     assert [e["to_status"] for e in events] == ["CRASHED"]
+
+
+async def test_a_restart_resumes_the_feed_without_a_snapshot(tmp_path: Path) -> None:
+    world = World()
+    world.add_trigger_run("run_p", "sync", "EXECUTING")
+    watches = [run_watch("run_p")]
+    async with stage(tmp_path, world) as st:
+        async with run_daemon(st.daemon(watches, polling=SLOW, sources=FEED)) as first:
+            assert first.watcher is not None
+            with anyio.fail_after(10):
+                while not first.watcher.registry["trigger_run:run_p"].pushed:  # noqa: ASYNC110 - observing the feed's cover
+                    await anyio.sleep(0.02)
+        snapshots = world.requests["trigger.realtime_snapshot"]
+        world.set_trigger_run("run_p", "FAILED", "while down")  # the shape's log moves on
+        async with run_daemon(st.daemon(watches, polling=SLOW, sources=FEED)) as second:
+            events = await st.events_until(lambda evs: any(e["to_status"] == "FAILED" for e in evs))
+            assert second.watcher is not None
+            assert second.watcher.realtime is not None
+            assert second.watcher.realtime.sessions == 1
+        # Resumed from the stored handle and offset: a catch-up read, not a new snapshot.
+        assert world.requests["trigger.realtime_snapshot"] == snapshots
+        assert world.requests["trigger.realtime_catch_up"] >= 1
+    assert [(e["subject_id"], e["to_status"]) for e in events] == [("run_p", "FAILED")]

@@ -157,3 +157,32 @@ def test_the_final_rows_do_not_depend_on_how_the_log_is_split(
     for start, end in itertools.pairwise(bounds):
         split.apply(ShapeResponse([*messages[start:end], UP]))
     assert split.rows == whole.rows
+
+
+def test_a_fold_resumes_from_what_it_saved() -> None:
+    fold = ShapeFold()
+    fold.apply(
+        ShapeResponse(
+            [change("insert", "k1", id="r1", status="PENDING", runTags="{a}"), UP],
+            handle="h1",
+            offset="3_0",
+            cursor="c9",
+            schema=SCHEMA,
+        )
+    )
+    saved = json.loads(json.dumps(fold.to_dict()))  # through the state file's JSON
+    again = ShapeFold()
+    assert again.restore(saved)
+    assert again.cursor == fold.cursor
+    assert again.rows == fold.rows
+    assert again.schema == fold.schema
+    assert not again.synced  # up to date once the server says so again
+    (row,) = again.apply(ShapeResponse([change("update", "k1", status="EXECUTING"), UP]))
+    assert row == {"id": "r1", "status": "EXECUTING", "runTags": ["a"]}
+    bad_saves: list[dict[str, Any]] = [
+        {},
+        {"handle": 1, "offset": "1_0", "schema": {}, "rows": {}},
+        {"rows": []},
+    ]
+    for bad in bad_saves:
+        assert not ShapeFold().restore(bad)

@@ -161,6 +161,32 @@ class ShapeFold:
         """A batch ended up to date since the last reset: the rows are the shape's state."""
         self._changed: dict[str, dict[str, Any]] = {}
 
+    def to_dict(self) -> dict[str, Any]:
+        """What a restart needs to resume the shape where it stood (JSON-ready)."""
+        return {
+            "handle": self.cursor.handle,
+            "offset": self.cursor.offset,
+            "cursor": self.cursor.cursor,
+            "schema": {name: [c.type, c.dims] for name, c in self.schema.items()},
+            "rows": self.rows,
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> bool:
+        """Take back :meth:`to_dict`'s output; False (and nothing changed) when unusable."""
+        try:
+            handle, offset, cursor = data["handle"], data["offset"], data.get("cursor")
+            schema = {str(n): Column(str(t), int(d)) for n, (t, d) in data["schema"].items()}
+            rows = {str(k): dict(v) for k, v in data["rows"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+        if not isinstance(handle, str) or not isinstance(offset, str):
+            return False
+        self.cursor = ShapeCursor(handle, offset, cursor if isinstance(cursor, str) else None)
+        self.schema, self.rows = schema, rows
+        self._changed.clear()
+        self.synced = False
+        return True
+
     def reset(self, handle: str | None = None) -> None:
         """The shape is gone (409, ``must-refetch``): start again from offset ``-1``."""
         self.cursor = ShapeCursor(handle)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -36,7 +37,7 @@ from watcher.config.loader import ConfigError, load_config
 from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
 from watcher.config.operations import is_loopback
-from watcher.config.settings import Settings
+from watcher.config.settings import DEFAULT_TRIGGER_URL, Settings
 from watcher.core.sharding import Shard
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, describe
@@ -71,7 +72,7 @@ from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient
+from watcher.sources.trigger import TriggerClient, environment_of_key
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -152,7 +153,9 @@ class Daemon:
 
     # -- start -------------------------------------------------------------------------------
 
-    async def _build(self, stack: AsyncExitStack, *, publish: bool = True) -> Watcher:
+    async def _build(
+        self, stack: AsyncExitStack, *, publish: bool = True, stored: Stored | None = None
+    ) -> Watcher:
         gates = build_gates(self.config.sources, self.clock, self.shard.count)
         clients = await open_clients(stack, self.config, self.settings, gates, self._transport)
         watcher = Watcher(
@@ -180,12 +183,24 @@ class Daemon:
             )
         trigger = clients.get(Source.TRIGGER)
         if isinstance(trigger, TriggerClient) and trigger.realtime is not None:
+            # The environment: its base URL and the key's environment (never the key).
+            key = self.settings.trigger_secret_key
+            url = self.settings.trigger_api_url or self.config.sources.trigger.base_url
+            env = environment_of_key(key.get_secret_value()) if key is not None else None
+            feed_name = f"trigger:{url or DEFAULT_TRIGGER_URL}:{env or '-'}"
+            durability = self.durability
+
+            async def save(data: dict[str, Any]) -> bool:
+                return await durability.feed(feed_name, data)
+
             watcher.realtime = RealtimeFeed(
                 watcher,
                 trigger.realtime,
                 self.config.sources.trigger,
                 clock=self.clock,
                 rng=self.rng,
+                saved=stored.feeds.get(feed_name) if stored is not None else None,
+                save=save if durability.enabled else None,
             )
             watcher.on_added = watcher.realtime.added
         if self.metrics is not None:
@@ -238,7 +253,7 @@ class Daemon:
             stack.push_async_callback(self.durability.close)
             if self._own_systemd:
                 stack.callback(self.systemd.close)
-            watcher = await self._build(stack)
+            watcher = await self._build(stack, stored=stored)
             for watch in watcher.mine(self.config.watches):
                 watcher.add(watch)
             self.overrides.restore(watcher, stored)

@@ -118,6 +118,10 @@ class Durability:
         """Keep (or forget) a silence added through the API. False when not written."""
         return await self._put(lambda store: store.put_api_silence(ident, config))
 
+    async def feed(self, name: str, data: dict[str, Any] | None) -> bool:
+        """Keep (or forget) where a push feed stands. False when not written."""
+        return await self._put(lambda store: store.put_feed(name, data))
+
     async def _put(self, write: Callable[[StateStore], None]) -> bool:
         store = self.store
         if store is None or store.db_open is False:

@@ -23,7 +23,7 @@ window (``core/shape.py`` folds it), then long-polls for changes:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, assert_never
 
 import anyio
@@ -67,6 +67,8 @@ __all__ = ["RealtimeFeed", "RealtimeHost"]
 log = structlog.get_logger("watcher.realtime")
 
 _RETRY_STATUS = "RETRYING_AFTER_FAILURE"
+SAVE_EVERY = 60.0
+"""Seconds between writes of the feed's position to the state file (and one at exit)."""
 EARLY_DISCOVERY_SPACING = 10.0
 """At most one early discovery pass per watch this often: a busy environment inserts many
 runs a second, and a pass may read 20 pages."""
@@ -110,6 +112,8 @@ class RealtimeFeed:
         *,
         clock: Clock,
         rng: random.Random,
+        saved: Mapping[str, Any] | None = None,
+        save: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
     ) -> None:
         self.host = host
         self.client = client
@@ -123,6 +127,13 @@ class RealtimeFeed:
         self._wanted = anyio.Event()
         self._followed_ids: set[str] = set()
         self._early: dict[str, float] = {}
+        self._save = save
+        self._saved_at = clock.now()
+        # A restart resumes where the feed stood (a catch-up read, no snapshot) when the
+        # state file kept it and the server still has the shape; a 409 re-snapshots.
+        self._resume = saved is not None and self.fold.restore(saved)
+        if self._resume:
+            log.info("realtime feed resumes from the state file", runs=len(self.fold.rows))
         self.sessions = 0
         self.fallbacks = 0
         self.changes = 0
@@ -214,6 +225,8 @@ class RealtimeFeed:
                 await self._perform(self._advance(Start()))
         finally:
             self._uncover_all(poll=False)
+            with anyio.CancelScope(shield=True):
+                await self._keep()
 
     async def _perform(self, actions: tuple[Action, ...]) -> None:
         pending = list(actions)
@@ -248,7 +261,9 @@ class RealtimeFeed:
         """Snapshot, then long polls, until the rotation, a failure or nothing to follow."""
         self.sessions += 1
         self._followed_ids = {rt.subject_id for rt in self.followed()}
-        self.fold.reset()
+        if not self._resume:
+            self.fold.reset()
+        self._resume = False
         window = _window(self.config.realtime_window)
         started = self.clock.now()
         try:
@@ -268,10 +283,18 @@ class RealtimeFeed:
                 if not self.wanted():
                     return self._advance(Stop(self.clock.now()))
                 await self._read(live=True, window=window)
+                if self.clock.now() - self._saved_at >= SAVE_EVERY:
+                    await self._keep()
         except SourceError as exc:
             return self._ended(exc.problem)
         # Rotation: a fresh snapshot moves the window; covered runs stay covered meanwhile.
         return self._advance(Ended(self.clock.now(), clean=True))
+
+    async def _keep(self) -> None:
+        """Write where the feed stands to the state file (it has one, and a snapshot)."""
+        self._saved_at = self.clock.now()
+        if self._save is not None and self.fold.synced and not self.fold.cursor.initial:
+            await self._save(self.fold.to_dict())
 
     def _ended(self, problem: Problem) -> tuple[Action, ...]:
         log.info("realtime feed interrupted; reconnecting", error=problem.message)

@@ -95,6 +95,8 @@ class Stored:
     """Watches added through the HTTP API: their config entry and expiry (Unix time)."""
     api_silences: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Silences added through the HTTP API, as entries of ``silences``."""
+    feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Where each push feed stood (its resume position and rows), by name."""
 
 
 def state_file_problem(path: Path) -> str | None:
@@ -257,6 +259,10 @@ class StateStore:
                 stored.api_watches[key] = (json.loads(config), expires_at)
             for ident, config in self.db.execute("SELECT id, config FROM api_silences"):
                 stored.api_silences[ident] = json.loads(config)
+            for key, value in self.db.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'feed:%'"
+            ):
+                stored.feeds[key.removeprefix("feed:")] = json.loads(value)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the state file: {exc}") from None
         return stored
@@ -348,6 +354,19 @@ class StateStore:
                 self.db.execute(
                     "INSERT OR REPLACE INTO api_silences (id, config) VALUES (?, ?)",
                     (ident, json.dumps(config, separators=(",", ":"))),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def put_feed(self, name: str, data: dict[str, Any] | None) -> None:
+        """Keep (or, with ``data=None``, forget) where a push feed stands."""
+        try:
+            if data is None:
+                self.db.execute("DELETE FROM meta WHERE key = ?", (f"feed:{name}",))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (f"feed:{name}", json.dumps(data, separators=(",", ":"))),
                 )
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
