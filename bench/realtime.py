@@ -12,7 +12,9 @@ the feed holding its run, and the daemon's peak RSS.
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 import time
 from typing import Any
 
@@ -128,9 +130,16 @@ async def bench(runs: int, steady: float, snapshot_runs: int = 100_000) -> dict[
     """Poll and realtime (capped and uncapped), alternating, ``runs`` each; one snapshot."""
     results: dict[str, list[dict[str, Any]]] = {"poll": [], "auto": [], "auto_capped": []}
     for seed in range(runs):
-        results["poll"].append(await run_once("poll", steady, seed, None))
-        results["auto"].append(await run_once("auto", steady, seed, None))
-        results["auto_capped"].append(await run_once("auto", steady, seed, 1000))
+        for name, mode, cap in (
+            ("poll", "poll", None),
+            ("auto", "auto", None),
+            ("auto_capped", "auto", 1000),
+        ):
+            result = await run_once(mode, steady, seed, cap)
+            print(
+                name, json.dumps(result), file=sys.stderr, flush=True
+            )  # kept if a later part fails
+            results[name].append(result)
     out: dict[str, Any] = {
         name: {k: median([r[k] for r in rs]) for k in rs[0]} for name, rs in results.items()
     }
@@ -145,9 +154,6 @@ async def bench(runs: int, steady: float, snapshot_runs: int = 100_000) -> dict[
 
 def main() -> None:
     """``python -m bench.realtime [runs] [steady seconds]``: print the figures as JSON."""
-    import json
-    import sys
-
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     steady = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     print(json.dumps(anyio.run(bench, runs, steady), indent=2, default=str))

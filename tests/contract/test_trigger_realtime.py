@@ -87,7 +87,8 @@ async def test_runs_with_a_tag_in_the_window_only(node: str) -> None:
         world.set_trigger_run("run_t2", "CRASHED", "out of memory")
 
     moves = [lambda: world.set_trigger_run("run_t1", "COMPLETED"), the_rest]
-    async with simulator(world) as url:
+    # One row per snapshot response: the client reads a chunked snapshot as Electric's.
+    async with simulator(world, realtime=RealtimeServer(world, chunk=1)) as url:
         operation = {
             "op": "subscribe_tag",
             "tag": "nightly",
@@ -96,6 +97,7 @@ async def test_runs_with_a_tag_in_the_window_only(node: str) -> None:
         }
         updates = await subscribed(node, "current", url, world, operation, moves)
     assert {u["id"] for u in updates} == {"run_t1", "run_t2"}
+    assert world.requests["trigger.realtime_snapshot_chunk"] >= 1
     last = {u["id"]: u["status"] for u in updates}
     assert last == {"run_t1": "COMPLETED", "run_t2": "CRASHED"}
 

@@ -166,7 +166,8 @@ async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
     for i in range(20):
         world.add_trigger_run(f"run_{i:02d}", "sync", "EXECUTING")
     watches = [run_watch(f"run_{i:02d}") for i in range(20)]
-    realtime = RealtimeServer(world, long_poll=0.5)  # idle long polls end quickly
+    # Idle long polls end quickly; the snapshot comes in chunks of 6 rows.
+    realtime = RealtimeServer(world, long_poll=0.5, chunk=6)
     async with running(watches, world=world, polling=SLOW, sources=FEED, realtime=realtime) as env:
         await covered(env, *(f"trigger_run:run_{i:02d}" for i in range(20)))
         spent = world.requests["trigger.run"]

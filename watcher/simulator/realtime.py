@@ -6,7 +6,8 @@ when the shape is made), optionally only those with all of ``tags``. The protoco
 Electric's (read from the provider's ``realtimeClient.server.ts`` and
 ``@electric-sql/client``):
 
-- ``offset=-1`` makes (or reads) the shape: every matching row as an ``insert``, then
+- ``offset=-1`` makes (or reads) the shape: every matching row as an ``insert``, in
+  chunks of ``chunk`` rows (each a non-live request from the last offset), then
   ``up-to-date``; headers ``electric-handle``, ``electric-offset``, ``electric-schema``.
 - ``handle=H&offset=O`` reads the shape's log after ``O``; with ``live=true`` it waits
   (a long poll, at most ``long_poll`` seconds) until something changes, answering
@@ -206,8 +207,11 @@ class RealtimeServer:
         limit: int = 50,
         cap: int = 1000,
         long_poll: float = 20.0,
+        chunk: int = 10_000,
     ) -> None:
         self.world = world
+        self.chunk = chunk
+        """Rows per snapshot response (Electric splits large snapshots too)."""
         self.limit = limit
         """Live requests at once (the plan's concurrent realtime connections)."""
         self.cap = cap
@@ -279,14 +283,17 @@ class RealtimeServer:
         if offset == "-1":
             self.world.count("trigger.realtime_snapshot")
             made = self.shapes.get(handle or "") or self._shape(definition)
-            return self._answer(request, made, made.rows.values(), columns, modern, live=False)
+            return self._snapshot(request, made, len(made.log), 0, columns, modern)
         shape = self.shapes.get(handle or "")
         if shape is None or shape.definition != definition:
             return self._must_refetch(definition, modern)
         try:
-            start = int(offset.split("_", 1)[0])
+            start, chunk = (int(part) for part in offset.split("_", 1))
         except ValueError:
             return json_response(400, b'{"message":"Invalid request","errors":{"offset":"bad"}}')
+        if chunk > 0 and not live:
+            self.world.count("trigger.realtime_snapshot_chunk")
+            return self._snapshot(request, shape, start, chunk, columns, modern)
         if not live:
             self.world.count("trigger.realtime_catch_up")
             return self._answer(request, shape, shape.log[start:], columns, modern, live=False)
@@ -304,6 +311,27 @@ class RealtimeServer:
         if shape.gone:
             return self._must_refetch(definition, modern)
         return self._answer(request, shape, shape.log[start:], columns, modern, live=True)
+
+    def _snapshot(
+        self,
+        request: Request,
+        shape: _Shape,
+        position: int,
+        chunk: int,
+        columns: list[str],
+        modern: bool,
+    ) -> Response:
+        """Chunk ``chunk`` of the shape's rows, as Electric splits a large snapshot: the
+        offset ``P_C`` asks for chunk ``C`` of the snapshot taken at log position ``P``;
+        the last chunk ends up to date at ``P_0``, where the log takes over. (Later chunks
+        show rows as they are now; replaying the log from ``P`` re-applies the same
+        changes, which merging makes harmless.)"""
+        rows = list(shape.rows.values())[chunk * self.chunk : (chunk + 1) * self.chunk]
+        last = (chunk + 1) * self.chunk >= len(shape.rows)
+        offset = f"{position}_0" if last else f"{position}_{chunk + 1}"
+        return self._answer(
+            request, shape, rows, columns, modern, live=False, offset=offset, up_to_date=last
+        )
 
     def _must_refetch(self, definition: tuple[Any, ...], modern: bool) -> Response:
         """409: the shape is gone; the client starts again at ``-1`` with the new handle."""
@@ -331,6 +359,8 @@ class RealtimeServer:
         modern: bool,
         *,
         live: bool,
+        offset: str | None = None,
+        up_to_date: bool = True,
     ) -> Response:
         messages: list[dict[str, Any]] = []
         for entry in entries:
@@ -339,16 +369,18 @@ class RealtimeServer:
                 messages.append({**entry, "value": value})
             else:  # a snapshot row
                 messages.append(_change("insert", entry, {k: entry[k] for k in columns}))
-        messages.append(_UP_TO_DATE)
+        if up_to_date:
+            messages.append(_UP_TO_DATE)
         body = json.dumps(messages, separators=(",", ":"))
         if not is_current(request.headers.get("x-trigger-api-version")):
             body = body.replace('"status":"DEQUEUED"', '"status":"EXECUTING"')
         headers = [
             ("content-type", "application/json"),
             (_header("electric-handle", modern), shape.handle),
-            (_header("electric-offset", modern), f"{len(shape.log)}_0"),
-            ("electric-up-to-date", ""),
+            (_header("electric-offset", modern), offset or f"{len(shape.log)}_0"),
         ]
+        if up_to_date:
+            headers.append(("electric-up-to-date", ""))
         if live:
             headers.append(("electric-cursor", str(int(time.time() / 20))))
         else:
