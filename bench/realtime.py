@@ -63,15 +63,16 @@ async def run_once(mode: str, steady: float, seed: int, cap: int | None) -> dict
                     await sim.control(f"trigger/runs/{run_id}", {"status": status})
                     await anyio.sleep(rng.uniform(8, 12))
 
-            await proc.wait_ready(600)
-            # Settle: the first pass is over; the feed (if any) holds what it can.
-            await anyio.sleep(5)
-            before = (await sim.stats())["requests"]
-            cpu0, sim0 = proc.stats(), proc_stats(sim.process.pid)
-            ready_at = time.monotonic()
+            # The changing runs change from the start (as in bench/budget.py): in poll mode
+            # they are then polled at their active pace, not backed off to max_interval.
             async with anyio.create_task_group() as tg:
                 for run_id in changing:
                     tg.start_soon(change, run_id)
+                await proc.wait_ready(600)
+                await anyio.sleep(5)  # settle: the feed (if any) holds what it can
+                before = (await sim.stats())["requests"]
+                cpu0, sim0 = proc.stats(), proc_stats(sim.process.pid)
+                ready_at = time.monotonic()
                 await anyio.sleep(steady)
                 tg.cancel_scope.cancel()
             await anyio.sleep(3)

@@ -79,11 +79,17 @@ async def test_the_outbox_survives_a_restart_and_is_delivered_once(tmp_path: Pat
                 "drain_timeout": "500ms",
             }
         }
-        async with run_daemon(st.daemon(WATCHES, **quick)):
+        async with run_daemon(st.daemon(WATCHES, **quick)) as first:
             world.set_trigger_run("run_a", "FAILED", "owed")
             world.set_trigger_run("run_b", "CRASHED", "owed too")
+            assert first.watcher is not None
+            registry = first.watcher.registry
             with anyio.fail_after(10):
-                while st.receiver.rejected < 3:  # noqa: ASYNC110 - the receiver counts refusals
+                # Both changes seen (so both in the outbox), and the notifier refusing them.
+                while st.receiver.rejected < 3 or any(  # noqa: ASYNC110 - observing the daemon and receiver
+                    registry[k].finished_at is None
+                    for k in ("trigger_run:run_a", "trigger_run:run_b")
+                ):
                     await anyio.sleep(0.05)
         assert st.receiver.received == []
         st.receiver.fail_first = 0  # the notifier is back
