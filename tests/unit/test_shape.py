@@ -120,9 +120,12 @@ def test_kept_rows_only_and_updates_of_others_come_out_as_they_are() -> None:
         )
     )
     assert set(fold.rows) == {"k1"}
-    assert {r["id"] for r in out} == {"mine", "other"}  # both seen, one held
+    assert [r["id"] for r in out] == ["mine"]  # the snapshot's others: dropped at once
     (partial,) = fold.apply(ShapeResponse([change("update", "k2", status="FAILED"), UP]))
-    assert partial == {"status": "FAILED"}
+    assert partial == {"status": "FAILED"}  # live: a run not held still comes out
+    (new,) = fold.apply(ShapeResponse([change("insert", "k3", id="new", status="PENDING"), UP]))
+    assert new["id"] == "new"
+    assert set(fold.rows) == {"k1"}
     fold.apply(ShapeResponse([change("delete", "k1"), UP]))
     assert fold.rows == {}
 

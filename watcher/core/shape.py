@@ -148,8 +148,9 @@ class ShapeFold:
     """The rows of one shape, folded from its responses.
 
     ``keep(row)`` decides which inserted rows are held (the others are dropped: an
-    environment-wide shape may name many runs nobody follows); an update of a row not
-    held comes out as it is (only its changed columns), for the caller to notice.
+    environment-wide shape may name many runs nobody follows). Once the shape is up to
+    date, a change of a row not held comes out as it is (for an update, only its changed
+    columns), for the caller to notice; during the snapshot such rows are dropped.
     """
 
     def __init__(self, keep: Callable[[Row], bool] = lambda row: True) -> None:
@@ -225,7 +226,10 @@ class ShapeFold:
                     elif operation == "insert" and self.keep(parsed):
                         self.rows[key] = parsed
                         self._changed[key] = parsed
-                    else:
+                    elif self.synced:
+                        # Live: a run not held appeared or moved; it comes out once.
+                        # (A snapshot's rows not held are dropped at once: a large
+                        # environment must not cost a row per run, even briefly.)
                         self._changed[key] = parsed
                 case _:
                     continue  # an operation this client does not know: skip it
