@@ -97,6 +97,12 @@ def test_duplicate_yaml_key() -> None:
     assert msg.startswith("w.yaml:3: invalid YAML: duplicate key 'min_interval' (first at line 2)")
 
 
+def test_a_mapping_as_a_key_is_a_config_error_not_a_crash() -> None:
+    # Found by the fuzz test: {{}} made the duplicate-key check raise TypeError.
+    (msg,) = problems("polling:\n  {a: 1}: 2\n")
+    assert msg.startswith("w.yaml:2: invalid YAML: found an unhashable key")
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     (msg,) = problems("watches:\n  - type: [unclosed\n")
     assert msg.startswith("w.yaml:3: invalid YAML")
