@@ -37,7 +37,7 @@ from watcher.config.loader import ConfigError, load_config
 from watcher.config.model import WatcherConfig
 from watcher.config.notifications import build_routes
 from watcher.config.operations import is_loopback
-from watcher.config.settings import DEFAULT_TRIGGER_URL, Settings
+from watcher.config.settings import Settings
 from watcher.core.sharding import Shard
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, describe
@@ -72,7 +72,7 @@ from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient, environment_of_key
+from watcher.sources.trigger import TriggerClient
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -183,11 +183,9 @@ class Daemon:
             )
         trigger = clients.get(Source.TRIGGER)
         if isinstance(trigger, TriggerClient) and trigger.realtime is not None:
-            # The environment: its base URL and the key's environment (never the key).
-            key = self.settings.trigger_secret_key
-            url = self.settings.trigger_api_url or self.config.sources.trigger.base_url
-            env = environment_of_key(key.get_secret_value()) if key is not None else None
-            feed_name = f"trigger:{url or DEFAULT_TRIGGER_URL}:{env or '-'}"
+            # The environment: the client's base URL and the key's environment (never the key).
+            url = trigger.realtime.upstream.client.base_url
+            feed_name = f"trigger:{str(url).rstrip('/')}:{trigger.environment or '-'}"
             durability = self.durability
 
             async def save(data: dict[str, Any]) -> bool:
