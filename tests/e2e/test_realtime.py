@@ -168,7 +168,14 @@ async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
     watches = [run_watch(f"run_{i:02d}") for i in range(20)]
     # Idle long polls end quickly; the snapshot comes in chunks of 6 rows.
     realtime = RealtimeServer(world, long_poll=0.5, chunk=6)
-    async with running(watches, world=world, polling=SLOW, sources=FEED, realtime=realtime) as env:
+    async with running(
+        watches,
+        world=world,
+        polling=SLOW,
+        sources=FEED,
+        realtime=realtime,
+        http={"listen": "127.0.0.1:0"},
+    ) as env:
         await covered(env, *(f"trigger_run:run_{i:02d}" for i in range(20)))
         spent = world.requests["trigger.run"]
         with anyio.fail_after(10):
@@ -176,6 +183,11 @@ async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
                 "trigger.realtime_live", world.requests["trigger.realtime_live"] + 2
             )
         assert world.requests["trigger.run"] == spent  # idle runs: no polls while covered
+        assert env.daemon.metrics is not None
+        exposition = env.daemon.metrics.render().decode()
+    assert world.requests["trigger.realtime_snapshot_chunk"] == 3  # 20 rows: 6 + 6 + 6 + 2
+    assert "run_watcher_realtime_covered_runs 20.0" in exposition
+    assert "run_watcher_realtime_sessions_total 1.0" in exposition
 
 
 async def test_the_connection_limit_falls_back_to_polling() -> None:

@@ -98,11 +98,11 @@ def test_a_row_that_moved_polls_the_run_and_a_still_one_does_not() -> None:
     rt.state = new_watch_state(rt.policy, announce=False, snapshot=seen)
     same = {"friendlyId": "run_a", "status": "EXECUTING", "updatedAt": "2026-12-02 07:00:00.12"}
     assert run_of_row(same) is not None
-    realtime._changed([same])
+    realtime._changed([same], list(realtime.followed()))
     assert host.polled == []  # nothing the watch has not seen
     retried = {**same, "updatedAt": "2026-12-02 07:00:05"}  # EXECUTING both sides of a retry
-    realtime._changed([retried])
+    realtime._changed([retried], list(realtime.followed()))
     done = {**same, "status": "COMPLETED_SUCCESSFULLY", "updatedAt": "2026-12-02 07:00:09.5"}
-    realtime._changed([done])
+    realtime._changed([done], list(realtime.followed()))
     assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
     assert realtime.changes == 2

@@ -23,7 +23,7 @@ window (``core/shape.py`` folds it), then long-polls for changes:
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, assert_never
 
 import anyio
@@ -42,7 +42,6 @@ from watcher.core.feed import (
     FeedPolicy,
     FeedState,
     Input,
-    Phase,
     Refused,
     Release,
     Sleep,
@@ -159,9 +158,9 @@ class RealtimeFeed:
             ):
                 yield rt
 
-    def wanted(self) -> bool:
+    def wanted(self, followed: Sequence[WatchRuntime] | None = None) -> bool:
         """Whether anything needs the feed: a followed run, or a discovery in ``auto`` mode."""
-        if any(True for _ in self.followed()):
+        if followed if followed is not None else any(True for _ in self.followed()):
             return True
         return any(
             isinstance(config, TriggerRunsWatch) and config.mode == "auto"
@@ -238,8 +237,8 @@ class RealtimeFeed:
                 case Sleep(seconds=seconds):
                     await anyio.sleep(seconds)
                     pending += self._advance(Wake())
-                case StretchPolls():
-                    self._cover()
+                case StretchPolls():  # pragma: no cover - the session performs Delivering's
+                    self._cover(list(self.followed()))
                 case FallBack(problem=problem, wait=wait):
                     self.fallbacks += 1
                     self._uncover_all(poll=True)
@@ -271,18 +270,24 @@ class RealtimeFeed:
                 await self._read(live=False, window=window)
         except SourceError as exc:
             return self._advance(Refused(self.clock.now(), exc.problem))
+        followed = list(self.followed())
         for action in self._advance(Delivering()):
             assert isinstance(action, StretchPolls), action
-            self._cover()
+            self._cover(followed, check=False)  # checked below, every one of them
         # Every snapshot is a cross-check of every run it holds, at no /api cost: a run
-        # whose row differs from what its watch last saw is polled now.
-        self._changed(self.fold.rows.values())
+        # whose row differs from what its watch last saw (or that it has not seen yet) is
+        # polled now. After covering: covering moves a run's next poll to the cross-check.
+        self._changed(self.fold.rows.values(), followed)
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:
-                if not self.wanted():
+                followed = list(self.followed())
+                if not self.wanted(followed):
                     return self._advance(Stop(self.clock.now()))
-                await self._read(live=True, window=window)
+                # Live once synced; after a reset (409) the snapshot is read again first.
+                rows = await self._read(live=self.fold.synced, window=window)
+                self._changed(rows, followed)
+                self._cover(followed)
                 if self.clock.now() - self._saved_at >= SAVE_EVERY:
                     await self._keep()
         except SourceError as exc:
@@ -301,24 +306,22 @@ class RealtimeFeed:
         self._uncover_all(poll=True)
         return self._advance(Ended(self.clock.now(), clean=False, problem=problem))
 
-    async def _read(self, *, live: bool, window: str) -> None:
+    async def _read(self, *, live: bool, window: str) -> tuple[Mapping[str, Any], ...]:
+        """One response folded; the rows that came out (none after a reset)."""
         try:
             response = await self.client.read(self.fold.cursor, live=live, window=window)
         except ShapeGone as gone:
             log.info("realtime shape was reset; reading it again", handle=gone.handle)
             self.fold.reset(gone.handle)
-            return
+            return ()
         try:
-            rows = self.fold.apply(response)
+            return self.fold.apply(response)
         except ValueError as exc:
             log.warning(
                 "realtime feed sent a value it could not read; reading it again", error=str(exc)
             )
             self.fold.reset()
-            return
-        if self.state.phase is Phase.STREAMING:
-            self._changed(rows)
-            self._cover()
+            return ()
 
     # -- covering and changes ------------------------------------------------------------------
 
@@ -331,26 +334,33 @@ class RealtimeFeed:
                 held[run.run_id] = run
         return held
 
-    def _cover(self) -> None:
-        """Cover the followed runs the shape holds; poll those whose status moved unseen."""
-        held = self._held()
-        for rt in self.followed():
+    def _cover(self, followed: Sequence[WatchRuntime], *, check: bool = True) -> None:
+        """Cover the followed runs the shape holds and were not covered yet; with ``check``,
+        poll those whose row shows a change their watch has not seen."""
+        uncovered = [rt for rt in followed if rt.key not in self.covered]
+        # Steady state: every followed run is covered; no pass over the held rows.
+        held = self._held() if uncovered else {}
+        for rt in uncovered:
             self._followed_ids.add(rt.subject_id)
-            if rt.subject_id not in held:
+            run = held.get(rt.subject_id)
+            if run is None:
                 continue
-            if rt.key not in self.covered:
-                self.covered.add(rt.key)
-                self.host.cover(rt, True)
-                if _moved(rt, held[rt.subject_id]):
-                    self.host.poll_soon(rt)
+            self.covered.add(rt.key)
+            self.host.cover(rt, True)
+            if check and _moved(rt, run):
+                self.host.poll_soon(rt)
         for key in list(self.covered):
             gone = self.host.registry.get(key)
             if gone is None or gone.removed or gone.finished_at is not None:
                 self.covered.discard(key)
 
-    def _changed(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def _changed(self, rows: Iterable[Mapping[str, Any]], followed: Sequence[WatchRuntime]) -> None:
+        """Poll each followed run whose row shows a change its watch has not seen; a run
+        nobody follows may start an early discovery pass."""
+        if not rows:
+            return
         by_run: dict[str, list[WatchRuntime]] = {}
-        for rt in self.followed():
+        for rt in followed:
             by_run.setdefault(rt.subject_id, []).append(rt)
         for row in rows:
             run = run_of_row(row)
