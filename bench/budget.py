@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from bench.common import (
+    Simulator,
     daemon,
     log_lines,
     median,
@@ -31,6 +32,20 @@ from bench.latency import ROUTES, notifier_for
 WATCHES = 2000
 CHANGING = 20
 _CYCLE = ["EXECUTING", "WAITING"]
+
+
+async def churn(
+    sim: Simulator, run_id: str, rng: random.Random, entered: list[tuple[str, str, float]]
+) -> None:
+    """Move ``run_id`` between EXECUTING and WAITING every 8-12 s, recording each entry."""
+    step = 0
+    await anyio.sleep(rng.uniform(0, 5))
+    while True:
+        step += 1
+        status = _CYCLE[step % 2]
+        entered.append((run_id, status, time.monotonic()))
+        await sim.control(f"trigger/runs/{run_id}", {"status": status})
+        await anyio.sleep(rng.uniform(8, 12))
 
 
 async def run_once(steady: float, seed: int) -> dict[str, Any]:
@@ -48,19 +63,9 @@ async def run_once(steady: float, seed: int) -> dict[str, Any]:
         async with daemon(config, wait_ready=False) as proc:
             start = time.monotonic()
 
-            async def change(run_id: str) -> None:
-                step = 0
-                await anyio.sleep(rng.uniform(0, 5))
-                while True:
-                    step += 1
-                    status = _CYCLE[step % 2]
-                    entered.append((run_id, status, time.monotonic()))
-                    await sim.control(f"trigger/runs/{run_id}", {"status": status})
-                    await anyio.sleep(rng.uniform(8, 12))
-
             async with anyio.create_task_group() as tg:
                 for run_id in changing:
-                    tg.start_soon(change, run_id)
+                    tg.start_soon(churn, sim, run_id, rng, entered)
                 await proc.wait_ready(600)
                 ready_at = time.monotonic()
                 await anyio.sleep(steady)

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
-from bench.budget import _latencies
+from bench.budget import _latencies, churn
 from bench.common import (
     daemon,
     median,
@@ -35,7 +35,6 @@ from bench.latency import ROUTES, notifier_for
 
 WATCHES = 2000
 CHANGING = 20
-_CYCLE = ["EXECUTING", "WAITING"]
 
 
 async def run_once(mode: str, steady: float, seed: int, cap: int | None) -> dict[str, Any]:
@@ -52,22 +51,11 @@ async def run_once(mode: str, steady: float, seed: int, cap: int | None) -> dict
     async with simulator(spec) as sim, receivers(1) as (hook,):
         config = watcher_config(sim.url, [notifier_for(hook)], watches, routes=ROUTES)
         async with daemon(config, wait_ready=False) as proc:
-
-            async def change(run_id: str) -> None:
-                step = 0
-                await anyio.sleep(rng.uniform(0, 5))
-                while True:
-                    step += 1
-                    status = _CYCLE[step % 2]
-                    entered.append((run_id, status, time.monotonic()))
-                    await sim.control(f"trigger/runs/{run_id}", {"status": status})
-                    await anyio.sleep(rng.uniform(8, 12))
-
             # The changing runs change from the start (as in bench/budget.py): in poll mode
             # they are then polled at their active pace, not backed off to max_interval.
             async with anyio.create_task_group() as tg:
                 for run_id in changing:
-                    tg.start_soon(change, run_id)
+                    tg.start_soon(churn, sim, run_id, rng, entered)
                 await proc.wait_ready(600)
                 await anyio.sleep(5)  # settle: the feed (if any) holds what it can
                 before = (await sim.stats())["requests"]
