@@ -180,6 +180,12 @@ async def test_watch_api_needs_the_token_validates_and_watches() -> None:
             conflict = await client.post(
                 "/watches", json={"type": "trigger_run", "id": "run_cfg"}, headers=auth()
             )
+            # Its baseline first: a change before the first poll would be that baseline.
+            assert env.daemon.watcher is not None
+            registry = env.daemon.watcher.registry
+            with anyio.fail_after(10):
+                while registry["trigger_run:run_new"].last_ok_at is None:  # noqa: ASYNC110 - observing the first poll
+                    await anyio.sleep(0.02)
             env.world.set_trigger_run("run_new", "FAILED", "bad deploy")
             events = await env.wait_until(
                 lambda evs: any(e["subject_id"] == "run_new" for e in evs)
