@@ -82,6 +82,8 @@ async def run_once(mode: str, steady: float, seed: int, cap: int | None) -> dict
         "sim_cpu_share": (sim1.cpu - sim0.cpu) / span,
         "daemon_peak_rss_mb": cpu1.peak_rss / 2**20,
         "covered": metrics.get("run_watcher_realtime_covered_runs", 0.0),
+        "applied": metrics.get("run_watcher_realtime_applied_total", 0.0),
+        "polled_changes": metrics.get("run_watcher_realtime_changes_total", 0.0),
     }
 
 

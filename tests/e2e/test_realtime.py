@@ -1,8 +1,9 @@
 """Trigger.dev watches on the environment's realtime feed, against the simulator's shapes.
 
-One feed carries every followed run: a change is seen within a long poll and read by
-one retrieve, so detection is fast and costs one request per change instead of a poll
-per interval. The events are polling's own (same ids); a refused or failing feed
+One feed carries every followed run: a change is seen within a long poll; one the row
+tells in full (a wait, a resume) is applied as it is, an outcome or a retry is read by
+one retrieve, so detection is fast and costs at most one request per change instead
+of a poll per interval. The events are polling's own (same ids); a refused or failing feed
 falls back to polling; a reset shape repeats nothing; runs the feed does not hold are
 polled as before.
 """
@@ -17,6 +18,8 @@ import anyio
 import pytest
 from harness import Env, run_daemon, running, stage
 
+from watcher.core.diff import change_id
+from watcher.core.statuses import Source
 from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import Fault, World
 
@@ -58,6 +61,57 @@ async def test_a_change_is_seen_within_a_long_poll_and_read_with_one_request() -
         assert world.requests["trigger.run"] == polls + 1  # one retrieve reads the change
     (failed,) = events
     assert failed["details"]["error"] == "card declined"
+
+
+async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> None:
+    world = World()
+    world.add_trigger_run("run_w", "send-invoice", "EXECUTING")
+    async with running([run_watch("run_w")], world=world, polling=SLOW, sources=FEED) as env:
+        await covered(env, "trigger_run:run_w")
+        polls = world.requests["trigger.run"]
+        expected = []
+        for status in ("WAITING", "EXECUTING"):
+            before = len(env.receiver.events())
+            world.set_trigger_run("run_w", status)
+            # The id polling makes: the run, the status and the API's updatedAt.
+            stamp = world.trigger_runs["run_w"].updated_at
+            expected.append(change_id(Source.TRIGGER, "run_w", status, stamp))
+
+            def more(events: list[dict[str, Any]], before: int = before) -> bool:
+                return len(events) > before
+
+            await env.wait_until(more)
+        assert world.requests["trigger.run"] == polls  # the rows told the whole change
+        world.set_trigger_run("run_w", "FAILED", "card declined")
+        events = await env.wait_until(lambda es: any(e["to_status"] == "FAILED" for e in es))
+        assert world.requests["trigger.run"] == polls + 1  # an outcome is read from the API
+    assert [e["event_id"] for e in events[:2]] == expected
+    assert [(e["from_status"], e["to_status"]) for e in events] == [
+        ("EXECUTING", "WAITING"),
+        ("WAITING", "EXECUTING"),
+        ("EXECUTING", "FAILED"),
+    ]
+    assert events[2]["details"]["error"] == "card declined"
+
+
+async def test_the_cross_check_lists_the_covered_runs_and_catches_a_lost_update() -> None:
+    world = World()
+    for run_id in ("run_a", "run_b", "run_c"):
+        world.add_trigger_run(run_id, "sync", "EXECUTING")
+    sources = {"trigger": {**FEED["trigger"], "realtime_cross_check": "2s"}}
+    watches = [run_watch(r) for r in ("run_a", "run_b", "run_c")]
+    async with running(watches, world=world, polling=SLOW, sources=sources) as env:
+        await covered(env, "trigger_run:run_a", "trigger_run:run_b", "trigger_run:run_c")
+        polls, lists = world.requests["trigger.run"], world.requests.get("trigger.list", 0)
+        # The run moves where the feed cannot see it (an update the feed lost).
+        run = world.trigger_runs["run_b"]
+        run.move("WAITING", None, world._trigger_stamp())
+        started = anyio.current_time()
+        events = await env.wait_until(lambda es: any(e["to_status"] == "WAITING" for e in es))
+        assert anyio.current_time() - started < 4.5  # the next own poll was 5 s or more away
+        assert world.requests["trigger.list"] > lists  # one page checked all three runs
+        assert world.requests["trigger.run"] == polls + 1  # and only the moved one was read
+    assert [(e["subject_id"], e["to_status"]) for e in events] == [("run_b", "WAITING")]
 
 
 async def test_the_feed_and_polling_send_the_same_events_with_the_same_ids() -> None:

@@ -7,6 +7,8 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from watcher.config.loader import parse_config
 from watcher.config.model import WatchConfig
 from watcher.core.events import WatchType
@@ -40,6 +42,8 @@ class Host:
         self.registry: dict[str, WatchRuntime] = {}
         self.polled: list[str] = []
         self.covered: dict[str, bool] = {}
+        self.applied: list[tuple[str, str]] = []
+        self.confirmed: list[str] = []
         policy = SchedulePolicy(1.0, 10.0)
         for key, watch in self.configs.items():
             ref = watch.ref()
@@ -54,6 +58,12 @@ class Host:
     def cover(self, rt: WatchRuntime, pushed: bool) -> None:
         rt.pushed = pushed
         self.covered[rt.key] = pushed
+
+    async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
+        self.applied.append((rt.key, snapshot.status))
+
+    def confirm(self, rt: WatchRuntime) -> None:
+        self.confirmed.append(rt.key)
 
 
 def feed(host: Host, clock: Clock) -> RealtimeFeed:
@@ -90,19 +100,46 @@ def test_rows_of_followed_runs_and_possible_discoveries_are_kept_the_rest_not() 
     assert not realtime._keeps({"friendlyId": "run_z", "taskIdentifier": "sync", "runTags": ["eu"]})
 
 
-def test_a_row_that_moved_polls_the_run_and_a_still_one_does_not() -> None:
-    host = Host(WATCHES)
-    realtime = feed(host, Clock())
+def watching_run_a(host: Host) -> WatchRuntime:
     rt = host.registry["trigger_run:run_a"]
     seen = RunSnapshot(Source.TRIGGER, "run_a", "EXECUTING", updated_at="2026-12-02T07:00:00.120Z")
     rt.state = new_watch_state(rt.policy, announce=False, snapshot=seen)
-    same = {"friendlyId": "run_a", "status": "EXECUTING", "updatedAt": "2026-12-02 07:00:00.12"}
-    assert run_of_row(same) is not None
-    realtime._changed([same], list(realtime.followed()))
+    return rt
+
+
+SAME = {"friendlyId": "run_a", "status": "EXECUTING", "updatedAt": "2026-12-02 07:00:00.12"}
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_row_that_moved_polls_the_run_and_a_still_one_does_not() -> None:
+    host = Host(WATCHES)
+    realtime = feed(host, Clock())
+    watching_run_a(host)
+    assert run_of_row(SAME) is not None
+    await realtime._changed([SAME], list(realtime.followed()))
     assert host.polled == []  # nothing the watch has not seen
-    retried = {**same, "updatedAt": "2026-12-02 07:00:05"}  # EXECUTING both sides of a retry
-    realtime._changed([retried], list(realtime.followed()))
-    done = {**same, "status": "COMPLETED_SUCCESSFULLY", "updatedAt": "2026-12-02 07:00:09.5"}
-    realtime._changed([done], list(realtime.followed()))
+    retried = {**SAME, "updatedAt": "2026-12-02 07:00:05"}  # EXECUTING both sides of a retry
+    await realtime._changed([retried], list(realtime.followed()))
+    waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
+    await realtime._changed([waiting], list(realtime.followed()))
+    # A snapshot shows where a run stands, not what it passed through: each is polled.
     assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
-    assert realtime.changes == 2
+    assert (realtime.changes, host.applied) == (2, [])
+
+
+@pytest.mark.anyio
+async def test_a_live_row_of_a_covered_run_is_applied_or_polled_by_what_it_can_tell() -> None:
+    host = Host(WATCHES)
+    realtime = feed(host, Clock())
+    rt = watching_run_a(host)
+    realtime.covered.add(rt.key)
+    followed = list(realtime.followed())
+    waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
+    await realtime._changed([waiting], followed, [("WAITING_TO_RESUME",)])
+    assert (host.applied, host.polled) == ([("trigger_run:run_a", "WAITING")], [])
+    # The same row after a batch that also passed through a retry: polled for the attempt.
+    await realtime._changed([waiting], followed, [("RETRYING_AFTER_FAILURE", "WAITING_TO_RESUME")])
+    done = {**SAME, "status": "COMPLETED_SUCCESSFULLY", "updatedAt": "2026-12-02 07:00:19"}
+    await realtime._changed([done], followed, [("COMPLETED_SUCCESSFULLY",)])
+    assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
+    assert (realtime.applied, realtime.changes) == (1, 2)

@@ -96,6 +96,31 @@ def test_updates_merge_and_rows_come_out_once_up_to_date() -> None:
     assert fold.apply(ShapeResponse([UP], offset="2_0")) == ()  # nothing changed since
 
 
+def test_a_trail_keeps_what_each_row_passed_through_in_its_batch() -> None:
+    fold = ShapeFold(trail="status")
+    fold.apply(
+        ShapeResponse(
+            [change("insert", "k1", id="r1", status="EXECUTING"), change("insert", "k2", id="r2")],
+            handle="h1",
+            offset="0_0",
+            up_to_date=True,
+        )
+    )
+    assert list(fold.trails) == [("EXECUTING",), ()]
+    batch = [
+        change("update", "k1", status="RETRYING_AFTER_FAILURE"),
+        change("update", "k2", number="3"),  # moved, but not in the trail's column
+        change("update", "k1", status="EXECUTING"),
+    ]
+    rows = fold.apply(ShapeResponse([*batch, UP], offset="3_0"))
+    assert [r["id"] for r in rows] == ["r1", "r2"]
+    assert list(fold.trails) == [("RETRYING_AFTER_FAILURE", "EXECUTING"), ()]
+    fold.apply(ShapeResponse([change("update", "k1", status="FAILED")], offset="4_0"))
+    assert list(fold.trails) == []  # not up to date: nothing came out
+    (_row,) = fold.apply(ShapeResponse([UP], offset="4_0"))
+    assert list(fold.trails) == [("FAILED",)]
+
+
 def test_must_refetch_drops_everything_and_starts_again() -> None:
     fold = ShapeFold()
     fold.apply(ShapeResponse([change("insert", "k1", id="r1"), UP], handle="h1", offset="1_0"))

@@ -151,16 +151,29 @@ class ShapeFold:
     environment-wide shape may name many runs nobody follows). Once the shape is up to
     date, a change of a row not held comes out as it is (for an update, only its changed
     columns), for the caller to notice; during the snapshot such rows are dropped.
+
+    ``trail`` names a column whose every value a batch sets is kept, in order, beside
+    the row that comes out (:attr:`trails`): a row comes out at its latest, and the
+    caller may need to know what it passed through on the way (a status that came and
+    went between two reads).
     """
 
-    def __init__(self, keep: Callable[[Row], bool] = lambda row: True) -> None:
+    def __init__(
+        self, keep: Callable[[Row], bool] = lambda row: True, *, trail: str | None = None
+    ) -> None:
         self.keep = keep
+        self.trail = trail
+        self.size = 0
+        """Rows in the shape, held or not (inserts less deletes): what listing it costs."""
+        self.trails: tuple[tuple[Any, ...], ...] = ()
+        """For each row the last :meth:`apply` returned, the ``trail`` values its batch set."""
         self.cursor = ShapeCursor()
         self.rows: dict[str, dict[str, Any]] = {}
         self.schema: dict[str, Column] = {}
         self.synced = False
         """A batch ended up to date since the last reset: the rows are the shape's state."""
         self._changed: dict[str, dict[str, Any]] = {}
+        self._trail: dict[str, list[Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """What a restart needs to resume the shape where it stood (JSON-ready)."""
@@ -170,6 +183,7 @@ class ShapeFold:
             "cursor": self.cursor.cursor,
             "schema": {name: [c.type, c.dims] for name, c in self.schema.items()},
             "rows": self.rows,
+            "size": self.size,
         }
 
     def restore(self, data: Mapping[str, Any]) -> bool:
@@ -184,7 +198,10 @@ class ShapeFold:
             return False
         self.cursor = ShapeCursor(handle, offset, cursor if isinstance(cursor, str) else None)
         self.schema, self.rows = schema, rows
+        self.size = max(len(rows), _int(data.get("size")))
         self._changed.clear()
+        self._trail.clear()
+        self.trails = ()
         self.synced = False
         return True
 
@@ -192,7 +209,10 @@ class ShapeFold:
         """The shape is gone (409, ``must-refetch``): start again from offset ``-1``."""
         self.cursor = ShapeCursor(handle)
         self.rows.clear()
+        self.size = 0
         self._changed.clear()
+        self._trail.clear()
+        self.trails = ()
         self.synced = False
 
     def apply(self, response: ShapeResponse) -> tuple[Row, ...]:
@@ -213,13 +233,19 @@ class ShapeFold:
             value = message.get("value") or {}
             match headers.get("operation"):
                 case "delete":
+                    self.size -= 1
                     self.rows.pop(key, None)
                     self._changed.pop(key, None)
+                    self._trail.pop(key, None)
                 case "insert" | "update" as operation:
                     parsed = {
                         name: parse_value(v, self.schema.get(name)) for name, v in value.items()
                     }
+                    if self.trail is not None and self.trail in parsed:
+                        self._trail.setdefault(key, []).append(parsed[self.trail])
                     held = self.rows.get(key)
+                    if operation == "insert" and held is None:
+                        self.size += 1
                     if held is not None:
                         held.update(parsed)
                         self._changed[key] = held
@@ -239,8 +265,15 @@ class ShapeFold:
             response.cursor or self.cursor.cursor,
         )
         if not up_to_date:
+            self.trails = ()
             return ()
         self.synced = True
         out = tuple(self._changed.values())
+        self.trails = tuple(tuple(self._trail.get(key, ())) for key in self._changed)
         self._changed.clear()
+        self._trail.clear()
         return out
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

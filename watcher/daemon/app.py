@@ -72,7 +72,7 @@ from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
 from watcher.sources.gate import Ticket
 from watcher.sources.parallel import ParallelClient
-from watcher.sources.trigger import TriggerClient
+from watcher.sources.trigger import ListFilter, ListPass, TriggerClient
 
 __all__ = ["Daemon", "WatchStatus", "build_channels", "check_credentials"]
 
@@ -191,6 +191,9 @@ class Daemon:
             async def save(data: dict[str, Any]) -> bool:
                 return await durability.feed(feed_name, data)
 
+            async def lister(flt: ListFilter, pages: int, api: TriggerClient = trigger) -> ListPass:
+                return await api.list_all(flt, Ticket(gates[Source.TRIGGER]), max_pages=pages)
+
             watcher.realtime = RealtimeFeed(
                 watcher,
                 trigger.realtime,
@@ -199,6 +202,7 @@ class Daemon:
                 rng=self.rng,
                 saved=stored.feeds.get(feed_name) if stored is not None else None,
                 save=save if durability.enabled else None,
+                lister=lister,
             )
             watcher.on_added = watcher.realtime.added
         if self.metrics is not None:

@@ -213,8 +213,19 @@ class _DaemonCollector(Collector):
             )
             yield CounterMetricFamily(
                 "run_watcher_realtime_changes",
-                "Run changes seen on the realtime feed (each polled the run at once).",
+                "Run changes seen on the realtime feed that polled the run at once "
+                "(an outcome, a retry, a new attempt).",
                 value=feed.changes,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_applied",
+                "Run changes the realtime feed told in full, applied without an /api read.",
+                value=feed.applied,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_cross_checks",
+                "Batched cross-checks of the runs the feed holds (one list pass each).",
+                value=feed.checks,
             )
 
     def _notifiers(self) -> Iterator[Metric]:

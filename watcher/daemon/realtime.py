@@ -8,9 +8,11 @@ window (``core/shape.py`` folds it), then long-polls for changes:
   ``trigger_runs`` watch follows) that the shape holds is *covered*: its polls
   stretch to ``realtime_cross_check``. A run the shape does not hold (created before
   the window, or left out by a capped feed) is polled as before.
-- A row that changed a covered run's status (or shows a retry) polls that run now: the
-  poll reads what the row lacks (the attempt, the error, the version) and the events
-  are the very events polling makes, with the same ids.
+- A live row that moved a covered run is read by ``core/pushed.py``: a change the row
+  tells in full (``EXECUTING`` to ``WAITING`` and back) is applied as a poll's result
+  would be, at no ``/api`` cost; one it cannot (an outcome, a retry, a new attempt)
+  polls the run now, which reads the error, the attempt and the version. Either way
+  the events are the very events polling makes, with the same ids.
 - A new run in the shape starts an early discovery pass of the ``trigger_runs``
   watches whose filter names its task or tags.
 - 409 (the shape was reset) re-reads it from offset ``-1``: runs are re-covered, and no
@@ -24,14 +26,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, assert_never
+from datetime import datetime
+from typing import Any, assert_never
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
 from watcher.clock import Clock
-from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig, WatchConfig
+from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig
+from watcher.core.cross_check import judge, plan_check
 from watcher.core.feed import (
     Action,
     Connect,
@@ -53,46 +57,31 @@ from watcher.core.feed import (
     advance,
 )
 from watcher.core.health import Problem
+from watcher.core.pushed import Verdict
 from watcher.core.shape import ShapeFold
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
-from watcher.core.watch import WatchState
+from watcher.daemon.realtime_host import (
+    Lister,
+    RealtimeHost,
+    known_snapshot,
+    row_moved,
+    row_verdict,
+)
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.sources.errors import SourceError
+from watcher.sources.trigger import ListFilter
 from watcher.sources.trigger_realtime import RealtimeRun, ShapeGone, TriggerRealtime, run_of_row
 
 __all__ = ["RealtimeFeed", "RealtimeHost"]
 
 log = structlog.get_logger("watcher.realtime")
 
-_RETRY_STATUS = "RETRYING_AFTER_FAILURE"
 SAVE_EVERY = 60.0
 """Seconds between writes of the feed's position to the state file (and one at exit)."""
 EARLY_DISCOVERY_SPACING = 10.0
 """At most one early discovery pass per watch this often: a busy environment inserts many
 runs a second, and a pass may read 20 pages."""
-
-
-class RealtimeHost(Protocol):
-    """What the feed needs of the watcher."""
-
-    @property
-    def registry(self) -> Mapping[str, WatchRuntime]:
-        """Every runtime, by key."""
-        ...
-
-    @property
-    def configs(self) -> Mapping[str, WatchConfig]:
-        """The configs of the watches, by key."""
-        ...
-
-    def poll_soon(self, rt: WatchRuntime) -> None:
-        """Poll ``rt`` now."""
-        ...
-
-    def cover(self, rt: WatchRuntime, pushed: bool) -> None:
-        """The feed holds ``rt`` (its polls stretch) or no longer does."""
-        ...
 
 
 def _window(seconds: float) -> str:
@@ -113,15 +102,17 @@ class RealtimeFeed:
         rng: random.Random,
         saved: Mapping[str, Any] | None = None,
         save: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
+        lister: Lister | None = None,
     ) -> None:
         self.host = host
+        self.lister = lister
         self.client = client
         self.config = config
         self.clock = clock
         self.rng = rng
         self.state = FeedState()
         self.policy = FeedPolicy(retry_after=config.realtime_retry_after)
-        self.fold = ShapeFold(keep=self._keeps)
+        self.fold = ShapeFold(keep=self._keeps, trail="status")
         self.covered: set[str] = set()
         self._wanted = anyio.Event()
         self._followed_ids: set[str] = set()
@@ -137,6 +128,10 @@ class RealtimeFeed:
         self.fallbacks = 0
         self.changes = 0
         """Rows that made a covered run be polled at once."""
+        self.applied = 0
+        """Rows applied to a covered run directly, as a poll's result (no ``/api`` read)."""
+        self.checks = 0
+        """Batched cross-checks made (each one list pass)."""
 
     # -- what it follows ------------------------------------------------------------------
 
@@ -211,21 +206,27 @@ class RealtimeFeed:
         """Follow the feed while runs want it, until cancelled."""
         task_status.started()
         try:
-            while True:
-                if not self.wanted():
-                    self._wanted = anyio.Event()
-                    await self._wanted.wait()
-                    continue
-                actions = self._advance(Want(self.clock.now()))
-                if not actions:  # falling back: polled until retry_at
-                    await anyio.sleep(max(1.0, self.state.retry_at - self.clock.now()))
-                    continue
-                assert actions == (Enqueue(),), actions
-                await self._perform(self._advance(Start()))
+            async with anyio.create_task_group() as tg:
+                if self.lister is not None:
+                    tg.start_soon(self._cross_checks)
+                await self._follow()
         finally:
             self._uncover_all(poll=False)
             with anyio.CancelScope(shield=True):
                 await self._keep()
+
+    async def _follow(self) -> None:
+        while True:
+            if not self.wanted():
+                self._wanted = anyio.Event()
+                await self._wanted.wait()
+                continue
+            actions = self._advance(Want(self.clock.now()))
+            if not actions:  # falling back: polled until retry_at
+                await anyio.sleep(max(1.0, self.state.retry_at - self.clock.now()))
+                continue
+            assert actions == (Enqueue(),), actions
+            await self._perform(self._advance(Start()))
 
     async def _perform(self, actions: tuple[Action, ...]) -> None:
         pending = list(actions)
@@ -254,6 +255,53 @@ class RealtimeFeed:
                 case _:
                     assert_never(action)
 
+    # -- the cross-check ------------------------------------------------------------------------
+
+    async def _cross_checks(self) -> None:
+        while True:
+            await anyio.sleep(self.config.realtime_cross_check)
+            try:
+                await self.cross_check()
+            except SourceError as exc:
+                log.warning(
+                    "realtime cross-check failed; the covered runs keep their own polls",
+                    problem=exc.problem.kind.value,
+                    error=exc.problem.message,
+                )
+
+    async def cross_check(self) -> None:
+        """Confirm the covered runs against ``GET /api/v1/runs`` (``core/cross_check.py``)."""
+        assert self.lister is not None
+        created: dict[str, datetime] = {}
+        for row in self.fold.rows.values():
+            run = run_of_row(row)
+            if run is not None and run.created_at is not None:
+                created[run.run_id] = run.created_at
+        due = {
+            rt.subject_id: (rt, known)
+            for rt in self.followed()
+            if rt.key in self.covered
+            and (known := known_snapshot(rt)) is not None
+            and rt.subject_id in created
+        }
+        plan = plan_check([created[r] for r in due], self.fold.size, self.clock.wall())
+        if plan is None:
+            return
+        self.checks += 1
+        listed = await self.lister(ListFilter(period=plan.period), plan.max_pages)
+        verdict = judge({run_id: known for run_id, (_, known) in due.items()}, listed.runs)
+        for run_id in verdict.confirmed:
+            self.host.confirm(due[run_id][0])
+        for run_id in verdict.moved:
+            self.host.poll_soon(due[run_id][0])
+        log.info(
+            "realtime cross-check",
+            pages=listed.pages,
+            confirmed=len(verdict.confirmed),
+            moved=len(verdict.moved),
+            unseen=len(verdict.unseen),
+        )
+
     # -- one session ------------------------------------------------------------------------
 
     async def _session(self) -> tuple[Action, ...]:
@@ -277,7 +325,7 @@ class RealtimeFeed:
         # Every snapshot is a cross-check of every run it holds, at no /api cost: a run
         # whose row differs from what its watch last saw (or that it has not seen yet) is
         # polled now. After covering: covering moves a run's next poll to the cross-check.
-        self._changed(self.fold.rows.values(), followed)
+        await self._changed(self.fold.rows.values(), followed)
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:
@@ -286,7 +334,7 @@ class RealtimeFeed:
                     return self._advance(Stop(self.clock.now()))
                 # Live once synced; after a reset (409) the snapshot is read again first.
                 rows = await self._read(live=self.fold.synced, window=window)
-                self._changed(rows, followed)
+                await self._changed(rows, followed, self.fold.trails)
                 self._cover(followed)
                 if self.clock.now() - self._saved_at >= SAVE_EVERY:
                     await self._keep()
@@ -347,22 +395,29 @@ class RealtimeFeed:
                 continue
             self.covered.add(rt.key)
             self.host.cover(rt, True)
-            if check and _moved(rt, run):
+            if check and row_moved(rt, run):
                 self.host.poll_soon(rt)
         for key in list(self.covered):
             gone = self.host.registry.get(key)
             if gone is None or gone.removed or gone.finished_at is not None:
                 self.covered.discard(key)
 
-    def _changed(self, rows: Iterable[Mapping[str, Any]], followed: Sequence[WatchRuntime]) -> None:
-        """Poll each followed run whose row shows a change its watch has not seen; a run
-        nobody follows may start an early discovery pass."""
+    async def _changed(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        followed: Sequence[WatchRuntime],
+        trails: Sequence[Sequence[object]] | None = None,
+    ) -> None:
+        """Act on the rows that changed: apply or poll each followed run whose row shows
+        a change its watch has not seen; a run nobody follows may start an early
+        discovery pass. Without ``trails`` the rows are a snapshot, which shows where a
+        run stands but not what it passed through: a run that moved is polled."""
         if not rows:
             return
         by_run: dict[str, list[WatchRuntime]] = {}
         for rt in followed:
             by_run.setdefault(rt.subject_id, []).append(rt)
-        for row in rows:
+        for index, row in enumerate(rows):
             run = run_of_row(row)
             if run is None:
                 continue
@@ -371,9 +426,16 @@ class RealtimeFeed:
                 self._discovered(run.task, run.tags)
                 continue
             for rt in runtimes:
-                if _moved(rt, run):
+                if trails is None or rt.key not in self.covered:
+                    verdict: Verdict = "poll" if row_moved(rt, run) else "same"
+                else:
+                    verdict = row_verdict(rt, run, trails[index] if index < len(trails) else ())
+                if verdict == "poll":
                     self.changes += 1
                     self.host.poll_soon(rt)
+                elif isinstance(verdict, RunSnapshot):
+                    self.applied += 1
+                    await self.host.apply_pushed(rt, verdict)
 
     def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
         """A run nobody follows appeared or moved: discovery passes whose filter may hold it
@@ -396,17 +458,3 @@ class RealtimeFeed:
             elif rt is not None:
                 rt.pushed = False
         self.covered.clear()
-
-
-def _moved(rt: WatchRuntime, run: RealtimeRun) -> bool:
-    """Whether the row shows a change the watch has not seen: another status, or the same
-    one at another time (a retry between two long polls reads EXECUTING both sides)."""
-    state = rt.state
-    known = state.snapshot if isinstance(state, WatchState) else None
-    if not isinstance(known, RunSnapshot):
-        return True
-    return (
-        run.status != known.status
-        or run.internal == _RETRY_STATUS
-        or (run.updated_at is not None and run.updated_at != known.updated_at)
-    )

@@ -52,6 +52,9 @@ __all__ = ["Publish", "Watcher"]
 
 log = structlog.get_logger("watcher.poll")
 
+BACKSTOP = 1.5
+"""A covered run's own poll, in ``realtime_cross_check``s: the feed's batched cross-check
+comes first and pushes it back."""
 STREAM_RECHECK = 1.0
 """Seconds before a cross-check poll that disagreed with a group's stream looks again."""
 
@@ -201,8 +204,9 @@ class Watcher(WatchRegistry):
                 # The stream reports changes; polls only cross-check the counts.
                 delay = max(delay, rt.policy.max_interval)
             elif rt.pushed:
-                # The realtime feed reports changes; polls only cross-check the run.
-                delay = max(delay, self.sources.trigger.realtime_cross_check)
+                # The realtime feed reports changes and cross-checks in batches; a run's
+                # own poll is the backstop, if no batch confirms it meanwhile.
+                delay = max(delay, BACKSTOP * self.sources.trigger.realtime_cross_check)
             self.schedulers[rt.source].schedule(rt, delay)
 
     # -- group event streams ----------------------------------------------------------------
@@ -240,9 +244,23 @@ class Watcher(WatchRegistry):
             return
         rt.pushed = pushed
         if pushed:
-            self._schedule(rt, self.sources.trigger.realtime_cross_check)
+            self._schedule(rt, 0.0)  # stretched to the backstop
         else:
             self.poll_soon(rt)
+
+    def confirm(self, rt: WatchRuntime) -> None:
+        """The feed's cross-check found ``rt`` as its watch last saw it: the run's own
+        poll waits for a backstop again."""
+        if rt.pushed and not rt.removed:
+            self._schedule(rt, 0.0)
+
+    async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
+        """Apply a run as the realtime feed showed it, as a poll's result would be."""
+        if rt.removed or rt.finished_at is not None:
+            return
+        state = rt.state
+        assert isinstance(state, WatchState)
+        await self._apply(rt, step_run(state, snapshot, self._context(rt)))
 
     def stretch_polls(self, rt: WatchRuntime) -> None:
         """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""

@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -86,16 +86,24 @@ class RealtimeRun:
     updated_at: str | None
     task: str | None = None
     tags: tuple[str, ...] = ()
+    created_at: datetime | None = None
 
 
-def _iso(pg: Any) -> str | None:
-    """A ``timestamp(3)`` as Postgres prints it (UTC, no zone) in the API's form
-    (``2026-12-02T07:00:00.120Z``), so a row and a retrieve name an instant alike."""
+def _moment(pg: Any) -> datetime | None:
+    """A ``timestamp(3)`` as Postgres prints it (UTC, no zone), as an aware datetime."""
     if not isinstance(pg, str) or not pg:
         return None
     try:
-        moment = datetime.fromisoformat(pg.replace(" ", "T").removesuffix("Z"))
+        return datetime.fromisoformat(pg.replace(" ", "T").removesuffix("Z")).replace(tzinfo=UTC)
     except ValueError:
+        return None
+
+
+def _iso(pg: Any) -> str | None:
+    """A ``timestamp(3)`` in the API's form (``2026-12-02T07:00:00.120Z``), so a row and
+    a retrieve name an instant alike."""
+    moment = _moment(pg)
+    if moment is None:
         return None
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -115,6 +123,7 @@ def run_of_row(row: Mapping[str, Any]) -> RealtimeRun | None:
         updated_at=_iso(row.get("updatedAt")),
         task=task if isinstance(task, str) else None,
         tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        created_at=_moment(row.get("createdAt")),
     )
 
 

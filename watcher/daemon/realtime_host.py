@@ -1,0 +1,83 @@
+"""What the realtime feed needs of the watcher, and what a row means for one watch."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+from watcher.config.model import WatchConfig
+from watcher.core.pushed import RETRYING, Verdict, read_row
+from watcher.core.snapshots import RunSnapshot
+from watcher.core.watch import WatchState
+from watcher.daemon.runtime import WatchRuntime
+from watcher.sources.trigger import ListFilter, ListPass
+from watcher.sources.trigger_realtime import RealtimeRun
+
+__all__ = ["Lister", "RealtimeHost", "known_snapshot", "row_moved", "row_verdict"]
+
+
+class RealtimeHost(Protocol):
+    """What the feed needs of the watcher."""
+
+    @property
+    def registry(self) -> Mapping[str, WatchRuntime]:
+        """Every runtime, by key."""
+        ...
+
+    @property
+    def configs(self) -> Mapping[str, WatchConfig]:
+        """The configs of the watches, by key."""
+        ...
+
+    def poll_soon(self, rt: WatchRuntime) -> None:
+        """Poll ``rt`` now."""
+        ...
+
+    def cover(self, rt: WatchRuntime, pushed: bool) -> None:
+        """The feed holds ``rt`` (its polls stretch) or no longer does."""
+        ...
+
+    async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
+        """Apply what the feed showed of ``rt``'s run, as a poll's result would be."""
+        ...
+
+    def confirm(self, rt: WatchRuntime) -> None:
+        """A cross-check found ``rt``'s run as its watch last saw it: its own poll waits."""
+        ...
+
+
+Lister = Callable[[ListFilter, int], Awaitable[ListPass]]
+"""Reads ``GET /api/v1/runs`` with a filter, up to a number of pages (the budget's)."""
+
+
+def known_snapshot(rt: WatchRuntime) -> RunSnapshot | None:
+    """The run as ``rt``'s watch last saw it (None before its first poll)."""
+    state = rt.state
+    known = state.snapshot if isinstance(state, WatchState) else None
+    return known if isinstance(known, RunSnapshot) else None
+
+
+def row_verdict(rt: WatchRuntime, run: RealtimeRun, trail: Sequence[object]) -> Verdict:
+    """What a live row means for the covered run's watch (``core/pushed.py``)."""
+    state = rt.state
+    return read_row(
+        known_snapshot(rt),
+        status=run.status,
+        internal=run.internal,
+        updated_at=run.updated_at,
+        trail=trail,
+        healthy=isinstance(state, WatchState) and state.health.healthy,
+    )
+
+
+def row_moved(rt: WatchRuntime, run: RealtimeRun) -> bool:
+    """Whether the row shows a change the watch has not seen: another status, or the same
+    one at another time (a retry between two long polls reads EXECUTING both sides)."""
+    known = known_snapshot(rt)
+    if known is None:
+        return True
+    return (
+        run.status != known.status
+        or run.internal == RETRYING
+        or (run.updated_at is not None and run.updated_at != known.updated_at)
+    )
