@@ -15,11 +15,20 @@ from typing import Any
 
 import anyio
 
-from bench import budget, efficiency, latency, scale, startup, storm, stream
+from bench import budget, ceiling, efficiency, latency, scale, startup, storm, stream
 from bench.common import ROOT
 from bench.report import write_report
 
-BENCHMARKS = ("latency", "efficiency", "scale", "budget", "storm", "startup", "stream")
+BENCHMARKS = (
+    "latency",
+    "efficiency",
+    "scale",
+    "ceiling",
+    "budget",
+    "storm",
+    "startup",
+    "stream",
+)
 
 
 async def run(names: list[str], runs: int) -> dict[str, Any]:
@@ -35,6 +44,9 @@ async def run(names: list[str], runs: int) -> dict[str, Any]:
                 result = await efficiency.bench(runs, day=30)
             case "scale":
                 result = await scale.bench(runs, total=10_000, window=6)
+            case "ceiling":
+                # Needs nginx (apt-get install nginx-light); pins to CPUs 0 and 1.
+                result = await ceiling.bench(runs, sizes=(1_000, 10_000, 50_000), window=6)
             case "budget":
                 # One long run: the first pass alone is 2,000 polls at the budget's pace.
                 result = await budget.bench(1, steady=40)

@@ -178,6 +178,8 @@ def write_report(out: Path, meta: dict[str, Any], results: dict[str, Any]) -> No
             f"| first pass (every watch polled once) | {r['first_pass_s']:.0f} s | |",
             "",
         ]
+    if "ceiling" in results:
+        lines += _ceiling(results["ceiling"])
     if "budget" in results:
         r = results["budget"]
         lines += [
@@ -263,3 +265,59 @@ def write_report(out: Path, meta: dict[str, Any], results: dict[str, Any]) -> No
     if profile.exists():
         lines += [f"Profiling notes: [{profile.name}]({profile.name}).", ""]
     out.write_text("\n".join(lines))
+
+
+def _ceiling(r: dict[str, Any]) -> list[str]:
+    """The daemon's own ceiling against nginx, beside the bare clients."""
+    lines = [
+        "## The daemon's ceiling: Parallel runs against nginx",
+        "",
+        "`bench/ceiling.py`: `parallel_task_run` watches, every watch due every second (so",
+        "the poll rate is the throughput), the budget lifted, 8 connections. nginx serves",
+        "the runs from files (one worker on CPU 1, so the server is never the bottleneck:",
+        "its CPU share is beside each figure); the daemon runs on CPU 0. In the same run,",
+        "alternating with the daemon's windows (the daemon paused meanwhile), bare loops",
+        "over the same paths on CPU 0 with the daemon's layout (one client of 8",
+        "connections): httpx on httpcore's transport, httpx on aiohttp's (the daemon's",
+        "transport), and aiohttp alone.",
+        "",
+        "| watches | | polls or requests / s | CPU per poll or request | server CPU |",
+        "|---|---|---|---|---|",
+    ]
+    sizes = [k for k in r if k.isdigit()]
+    for size in sizes:
+        x = r[size]
+        lines.append(
+            f"| {int(size):,} | run-watcher | {x['polls_per_second']:.0f} "
+            f"| {x['cpu_us_per_poll']:.0f} µs | {x['server_cpu_share']:.1%} |"
+        )
+        for client in ("httpx", "httpx-aiohttp", "aiohttp"):
+            if f"{client}_requests_per_second" in x:
+                lines.append(
+                    f"| | bare {client} | {x[f'{client}_requests_per_second']:.0f} "
+                    f"| {x[f'{client}_cpu_us_per_request']:.0f} µs "
+                    f"| {x[f'{client}_server_cpu_share']:.1%} |"
+                )
+    lines += [
+        "",
+        "| watches | ready after | resident memory | event loop lag p99 | vs bare httpx | vs bare aiohttp |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines.append(f"| 2 | | {r['rss_2_watches_mb']:.1f} MB | | | |")
+    for size in sizes:
+        x = r[size]
+        lines.append(
+            f"| {int(size):,} | {x['ready_s']:.1f} s | {x['rss_mb']:.1f} MB "
+            f"| {_ms(x['loop_lag_p99_s'])} | {x['vs_httpx']:.2f} | {x['vs_aiohttp']:.2f} |"
+        )
+    if "idle" in r:
+        i = r["idle"]
+        lines += [
+            "",
+            f"Idle Parallel runs ({i['runs']}, quiet for an hour) failing at random moments, "
+            f"default intervals (`sources.parallel.max_interval` 30 s): detected "
+            f"{i['detected']} of {i['runs']}, p50 {i['latency_p50']:.1f} s, p99 "
+            f"{i['latency_p99']:.1f} s, worst {i['latency_max']:.1f} s (with "
+            "`polling.max_interval` alone, 5 min, the worst case is 300 s).",
+        ]
+    return [*lines, ""]

@@ -3,8 +3,8 @@
 ``min_interval = max_interval`` and a budget larger than the server can serve
 keep every watch due all the time, so the poll rate is the throughput. The same
 paths are then requested by a bare httpx loop (``bench/bare.py``) with the same
-number of connections, against the same server, in the same run, the two
-alternating. Memory is read from ``/proc`` of the daemon; the loop lag from its
+number of connections in the daemon's layout (one client of 8 per upstream),
+against the same server, in the same run, the two alternating. Memory is read from ``/proc`` of the daemon; the loop lag from its
 ``run_watcher_event_loop_lag_seconds`` histogram over the measured window.
 """
 
@@ -135,6 +135,8 @@ def measure_bare(sim_url: str, total: int, seconds: float) -> dict[str, float]:
             f.name,
             "--concurrency",
             str(2 * CONCURRENCY),
+            "--clients",
+            "2",  # the daemon's layout: one client of CONCURRENCY per upstream
             "--seconds",
             str(seconds),
         ],

@@ -30,9 +30,13 @@ def build(spec: dict[str, object]) -> tuple[World, TriggerLimiter]:
             run = world.add_trigger_run(f"{prefix}{i}", "bench-task", status)
             if age:
                 run.updated_at = _ts(datetime.now(UTC) - timedelta(seconds=age[0]))
-    for prefix, count, status in spec.get("parallel_runs", []):  # type: ignore[attr-defined]
+    for prefix, count, status, *age in spec.get("parallel_runs", []):  # type: ignore[attr-defined]
         for i in range(count):
-            world.add_parallel_run(f"{prefix}{i}", status)
+            prun = world.add_parallel_run(f"{prefix}{i}", status)
+            if age:
+                prun.modified_at = prun.created_at = _ts(
+                    datetime.now(UTC) - timedelta(seconds=age[0])
+                )
     for prefix, count, runs, status in spec.get("groups", []):  # type: ignore[attr-defined]
         for i in range(count):
             world.add_group(f"{prefix}{i}", runs, status=status)

@@ -93,6 +93,10 @@ class ParallelSourceConfig(SourceOptions):
     """Parallel: API prefix (``/v1``; ``/v1beta`` for the legacy paths), budget, links."""
 
     api_prefix: Literal["/v1", "/v1beta"] = "/v1"
+    max_interval: PositiveDuration = 30.0
+    """Ceiling of a Parallel watch's interval while idle (below ``polling.max_interval``;
+    a watch's own ``max_interval`` wins): status reads are not rate-limited, so a run
+    that fails after an hour of quiet is reported within this, not five minutes."""
     # Parallel documents no limit on status reads (only on run creation); stay polite.
     requests_per_minute: float = Field(default=3000, gt=0)
     burst: int = Field(default=100, ge=1)

@@ -241,8 +241,6 @@ class ShapeFold:
                     parsed = {
                         name: parse_value(v, self.schema.get(name)) for name, v in value.items()
                     }
-                    if self.trail is not None and self.trail in parsed:
-                        self._trail.setdefault(key, []).append(parsed[self.trail])
                     held = self.rows.get(key)
                     if operation == "insert" and held is None:
                         self.size += 1
@@ -254,9 +252,13 @@ class ShapeFold:
                         self._changed[key] = parsed
                     elif self.synced:
                         # Live: a run not held appeared or moved; it comes out once.
-                        # (A snapshot's rows not held are dropped at once: a large
-                        # environment must not cost a row per run, even briefly.)
                         self._changed[key] = parsed
+                    else:
+                        # A snapshot's rows not held are dropped at once: a large
+                        # environment must not cost a row per run, even briefly.
+                        continue
+                    if self.trail is not None and self.trail in parsed:
+                        self._trail.setdefault(key, []).append(parsed[self.trail])
                 case _:
                     continue  # an operation this client does not know: skip it
         self.cursor = ShapeCursor(

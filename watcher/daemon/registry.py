@@ -116,7 +116,11 @@ class WatchRegistry:
     def _run_policy(self, watch: WatchConfig) -> SchedulePolicy:
         """Adaptive polling of one run or group, with the watch's own overrides."""
         lo = watch.min_interval or self.polling.min_interval
-        hi = max(lo, watch.max_interval or self.polling.max_interval)
+        ceiling = self.polling.max_interval
+        if watch.ref().source is Source.PARALLEL:
+            # Parallel's status reads are not rate-limited: an idle run is seen sooner.
+            ceiling = min(ceiling, self.sources.parallel.max_interval)
+        hi = max(lo, watch.max_interval or ceiling)
         return SchedulePolicy(
             min_interval=lo,
             max_interval=hi,

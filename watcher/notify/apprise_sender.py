@@ -142,12 +142,20 @@ class AppriseNotifier:
     ) -> None:
         import apprise  # heavy: keep it off the import path of commands that do not send
 
+        from watcher.notify.apprise_plugins import load_plugins
+
         _capture_apprise_log()
+        # Only the plugin this URL names; a URL it does not take then loads them all.
+        load_plugins([url.split("://", 1)[0]] if "://" in url else [])
         self._timeout = timeout
         self._scrub = scrub
         asset = apprise.AppriseAsset(service_timeout=timeout, storage_mode="memory")
         self._apprise: Any = apprise.Apprise(asset=asset)
-        if not self._apprise.add(url):
+        added = self._apprise.add(url)
+        if not added:
+            load_plugins([])  # not taken by the plugin found for it: load every plugin
+            added = self._apprise.add(url)
+        if not added:
             scheme = url.split("://", 1)[0] if "://" in url else "?"
             raise ValueError(
                 f"not a valid apprise URL (scheme {scheme!r} unknown or URL malformed)"
