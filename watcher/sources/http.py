@@ -66,8 +66,13 @@ def build_client(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """One shared client per upstream: keep-alive pool, timeouts, fixed headers."""
-    return httpx.AsyncClient(
+    """One shared client per upstream: keep-alive pool, timeouts, fixed headers; on
+    aiohttp's transport (``sources/transport.py``) unless the caller brings its own."""
+    if transport is None:
+        from watcher.sources.transport import aiohttp_transport
+
+        transport = aiohttp_transport(limits.max_connections)
+    client = httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
         timeout=httpx.Timeout(
@@ -81,6 +86,14 @@ def build_client(
         transport=transport,
         trust_env=False,
     )
+    # The APIs are keyed, not sessioned: keeping the cookies a CDN sets was a cookie-jar
+    # pass over every response (6% of a poll's CPU in bench/ceiling.py's profile).
+    client.cookies.extract_cookies = _keep_no_cookies  # type: ignore[method-assign]
+    return client
+
+
+def _keep_no_cookies(response: httpx.Response) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -159,6 +172,10 @@ def _credentials(headers: Mapping[str, str]) -> list[str]:
     return [part for value in values for part in (value, value.split(" ", 1)[-1])]
 
 
+_URL_CACHE = 20_000
+"""Paths whose URL an upstream keeps parsed (about 400 bytes each): one per watch."""
+
+
 class Upstream:
     """Requests to one API through its shared client and gate."""
 
@@ -180,6 +197,18 @@ class Upstream:
         self.observer: RequestObserver | None = None
         self._scrubber = Scrubber()
         self._scrubber.add(_credentials(client.headers))
+        self._urls: dict[str, httpx.URL] = {}
+        """Each path's absolute URL: httpx parses and merges a relative one on every
+        request (8% of a poll's CPU in bench/ceiling.py's profile)."""
+
+    def url(self, path: str) -> httpx.URL:
+        """``path`` on this API's base URL, parsed once (at most ``_URL_CACHE`` paths)."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            url = self._urls[path] = self.client.build_request("GET", path).url
+        return url
 
     def scrub(self, text: str) -> str:
         """``text`` without this API's credentials: an error body may echo the key sent
@@ -226,7 +255,7 @@ class Upstream:
         async with self.gate.limiter:
             try:
                 with self.measured() as outcome, anyio.fail_after(self.limits.total_timeout):
-                    async with self.client.stream("GET", path, params=params) as response:
+                    async with self.client.stream("GET", self.url(path), params=params) as response:
                         outcome[0] = str(response.status_code)
                         self._observe(response)
                         if response.status_code != 200:
