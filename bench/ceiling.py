@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -62,8 +63,28 @@ def _config(url: str, hook: Any, total: int, interval: str) -> dict[str, Any]:
     )
 
 
+RUNTIME_VENV = ROOT / ".venv-run"
+"""The daemon under test runs from the runtime lock alone, as a production install does:
+the bench's own venv holds the test dependencies, and httpcore imports trio when it is
+installed (8 MB of resident memory the daemon would not have)."""
+
+
+def runtime_venv() -> Path:
+    """``.venv-run``: the runtime lock and the project, created once."""
+    binary = RUNTIME_VENV / "bin" / "run-watcher"
+    if not binary.exists():
+        pip = [str(RUNTIME_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([sys.executable, "-m", "venv", str(RUNTIME_VENV)], check=True)
+        subprocess.run(
+            [*pip, "--require-hashes", "-r", str(ROOT / "requirements" / "runtime.txt")],
+            check=True,
+        )
+        subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    return binary
+
+
 def _pinned() -> list[str]:
-    return ["taskset", "-c", "0", str(ROOT / ".venv/bin/run-watcher")]
+    return ["taskset", "-c", "0", str(runtime_venv())]
 
 
 def bare(server: FakeServer, total: int, client: str, seconds: float) -> dict[str, float]:
@@ -185,6 +206,8 @@ async def bench(runs: int, sizes: tuple[int, ...] = (10_000,), window: float = 6
         out: dict[str, Any] = {"rss_2_watches_mb": await _rss_of_two(server.url)}
         for total in sizes:
             out[str(total)] = await one_size(server, total, runs, window)
+            # Kept on stderr as it comes: a later size may fail.
+            print(total, json.dumps(out[str(total)], default=str), file=sys.stderr, flush=True)
     out["idle"] = await idle_latency()
     return out
 

@@ -39,7 +39,8 @@ http {{
     fastcgi_temp_path {prefix}/tmp;
     uwsgi_temp_path {prefix}/tmp;
     scgi_temp_path {prefix}/tmp;
-    open_file_cache max=100000 inactive=300s;
+    # No open_file_cache: it holds a descriptor per run, past the process's limit at
+    # 50,000 runs; opening a small file per request costs the server little.
     server {{
         listen 127.0.0.1:{port};
         location /v1/tasks/runs/ {{

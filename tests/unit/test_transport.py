@@ -11,7 +11,11 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
-from watcher.sources.http import HttpLimits, build_client
+from watcher.clock import SystemClock
+from watcher.core.budget import BudgetPolicy
+from watcher.sources import http as http_module
+from watcher.sources.gate import SourceGate
+from watcher.sources.http import HttpLimits, Upstream, build_client
 from watcher.sources.transport import aiohttp_transport
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +123,26 @@ async def test_the_upstream_client_keeps_no_cookies() -> None:
     assert len(http.cookies) == 0
     assert heads
     assert b"cookie" not in heads[0].lower()
+
+
+def test_each_path_is_parsed_once_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_module, "_URL_CACHE", 2)
+    http = httpx.AsyncClient(base_url="https://api.example.com/v1/")
+    upstream = Upstream(
+        "parallel",
+        http,
+        SourceGate(
+            "parallel", BudgetPolicy(rate=10.0, burst=5), max_concurrency=1, clock=SystemClock()
+        ),
+        HttpLimits(),
+    )
+    first = upstream.url("/tasks/runs/a")
+    assert str(first) == "https://api.example.com/v1/tasks/runs/a"  # merged as httpx merges
+    assert upstream.url("/tasks/runs/a") is first
+    upstream.url("/tasks/runs/b")
+    third = upstream.url("/tasks/runs/c")  # past the cap: parsed, not kept
+    assert str(third) == "https://api.example.com/v1/tasks/runs/c"
+    assert upstream.url("/tasks/runs/c") is not third
+    assert upstream.url("/tasks/runs/b") is upstream.url("/tasks/runs/b")

@@ -97,8 +97,9 @@ class ParallelSourceConfig(SourceOptions):
     """Ceiling of a Parallel watch's interval while idle (below ``polling.max_interval``;
     a watch's own ``max_interval`` wins): status reads are not rate-limited, so a run
     that fails after an hour of quiet is reported within this, not five minutes."""
-    # Parallel documents no limit on status reads (only on run creation); stay polite.
-    requests_per_minute: float = Field(default=3000, gt=0)
+    # Parallel documents no limit on status reads (only on run creation): enough for
+    # 10,000 idle watches at the 30 s ceiling, and a cap, not a pace.
+    requests_per_minute: float = Field(default=20_000, gt=0)
     burst: int = Field(default=100, ge=1)
     group_url: str | None = None
     max_stream_events: int = Field(default=10_000, ge=1)

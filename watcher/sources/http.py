@@ -202,12 +202,14 @@ class Upstream:
         request (8% of a poll's CPU in bench/ceiling.py's profile)."""
 
     def url(self, path: str) -> httpx.URL:
-        """``path`` on this API's base URL, parsed once (at most ``_URL_CACHE`` paths)."""
+        """``path`` on this API's base URL, parsed once for the first ``_URL_CACHE``
+        paths (past them, parsed per request: a cache cleared when full would miss on
+        every request of a round of more watches than it holds)."""
         url = self._urls.get(path)
         if url is None:
-            if len(self._urls) >= _URL_CACHE:
-                self._urls.clear()
-            url = self._urls[path] = self.client.build_request("GET", path).url
+            url = self.client.build_request("GET", path).url
+            if len(self._urls) < _URL_CACHE:
+                self._urls[path] = url
         return url
 
     def scrub(self, text: str) -> str:
@@ -255,7 +257,10 @@ class Upstream:
         async with self.gate.limiter:
             try:
                 with self.measured() as outcome, anyio.fail_after(self.limits.total_timeout):
-                    async with self.client.stream("GET", self.url(path), params=params) as response:
+                    # params=None, not {}: httpx re-parses the URL to merge even no params.
+                    async with self.client.stream(
+                        "GET", self.url(path), params=params or None
+                    ) as response:
                         outcome[0] = str(response.status_code)
                         self._observe(response)
                         if response.status_code != 200:
