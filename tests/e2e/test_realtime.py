@@ -94,6 +94,23 @@ async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> N
     assert events[2]["details"]["error"] == "card declined"
 
 
+async def test_a_retry_is_read_when_the_next_attempt_starts() -> None:
+    # The attempt count rises only when the next attempt starts: the poll that
+    # RETRYING_AFTER_FAILURE makes sees nothing new, and the row that leaves it must
+    # be polled too, not applied (it reads EXECUTING, as the run did before).
+    world = World()
+    world.add_trigger_run("run_r", "sync", "EXECUTING")
+    async with running([run_watch("run_r")], world=world, polling=SLOW, sources=FEED) as env:
+        await covered(env, "trigger_run:run_r")
+        polls = world.requests["trigger.run"]
+        world.set_trigger_run("run_r", "RETRYING_AFTER_FAILURE")
+        with anyio.fail_after(10):
+            await world.wait_for_requests("trigger.run", polls + 1)
+        world.set_trigger_run("run_r", "EXECUTING")
+        events = await env.wait_until(lambda es: any(e["kind"] == "run.retrying" for e in es))
+    assert [(e["kind"], e["details"]["attempt"]) for e in events] == [("run.retrying", 2)]
+
+
 async def test_the_cross_check_lists_the_covered_runs_and_catches_a_lost_update() -> None:
     world = World()
     for run_id in ("run_a", "run_b", "run_c"):

@@ -33,7 +33,7 @@ def verdict(status: str, internal: str | None = None, **kw: Any) -> object:
 
 
 def test_a_wait_is_applied_with_what_the_last_poll_read() -> None:
-    applied = verdict("WAITING", "WAITING_TO_RESUME")
+    applied = verdict("WAITING", "WAITING_TO_RESUME", trail=("EXECUTING", "WAITING_TO_RESUME"))
     assert isinstance(applied, RunSnapshot)
     assert (applied.status, applied.updated_at) == ("WAITING", LATER)
     assert (applied.attempt, applied.version, applied.run_id) == (2, "20261202.1", "run_a")
@@ -52,8 +52,10 @@ def test_a_row_that_only_moved_in_time_is_applied_and_a_still_one_is_nothing() -
         ("COMPLETED", "COMPLETED_SUCCESSFULLY", ()),  # an outcome: the alert needs the poll
         ("FAILED", "COMPLETED_WITH_ERRORS", ()),
         ("EXECUTING", "RETRYING_AFTER_FAILURE", ()),  # a retry: the poll reads the attempt
+        ("EXECUTING", "EXECUTING", ("EXECUTING", "RETRYING_AFTER_FAILURE", "EXECUTING")),
+        # Left RETRYING_AFTER_FAILURE: the next attempt started, the poll reads it.
         ("EXECUTING", "EXECUTING", ("RETRYING_AFTER_FAILURE", "EXECUTING")),
-        ("WAITING", "WAITING_TO_RESUME", ("EXECUTING", "WAITING_TO_RESUME")),  # came and went
+        ("WAITING", "WAITING_TO_RESUME", ("WAITING_TO_RESUME", "EXECUTING", "WAITING_TO_RESUME")),
         ("RUNNING_SOMEHOW", "RUNNING_SOMEHOW", ()),  # a status the watcher does not know
     ],
 )

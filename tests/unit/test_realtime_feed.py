@@ -135,11 +135,12 @@ async def test_a_live_row_of_a_covered_run_is_applied_or_polled_by_what_it_can_t
     realtime.covered.add(rt.key)
     followed = list(realtime.followed())
     waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
-    await realtime._changed([waiting], followed, [("WAITING_TO_RESUME",)])
+    await realtime._changed([waiting], followed, [("EXECUTING", "WAITING_TO_RESUME")])
     assert (host.applied, host.polled) == ([("trigger_run:run_a", "WAITING")], [])
     # The same row after a batch that also passed through a retry: polled for the attempt.
-    await realtime._changed([waiting], followed, [("RETRYING_AFTER_FAILURE", "WAITING_TO_RESUME")])
+    retried = ("EXECUTING", "RETRYING_AFTER_FAILURE", "WAITING_TO_RESUME")
+    await realtime._changed([waiting], followed, [retried])
     done = {**SAME, "status": "COMPLETED_SUCCESSFULLY", "updatedAt": "2026-12-02 07:00:19"}
-    await realtime._changed([done], followed, [("COMPLETED_SUCCESSFULLY",)])
+    await realtime._changed([done], followed, [("EXECUTING", "COMPLETED_SUCCESSFULLY")])
     assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
     assert (realtime.applied, realtime.changes) == (1, 2)

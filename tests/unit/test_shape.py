@@ -106,7 +106,7 @@ def test_a_trail_keeps_what_each_row_passed_through_in_its_batch() -> None:
             up_to_date=True,
         )
     )
-    assert list(fold.trails) == [("EXECUTING",), ()]
+    assert list(fold.trails) == [(None, "EXECUTING"), (None,)]  # new rows: nothing before
     batch = [
         change("update", "k1", status="RETRYING_AFTER_FAILURE"),
         change("update", "k2", number="3"),  # moved, but not in the trail's column
@@ -114,11 +114,14 @@ def test_a_trail_keeps_what_each_row_passed_through_in_its_batch() -> None:
     ]
     rows = fold.apply(ShapeResponse([*batch, UP], offset="3_0"))
     assert [r["id"] for r in rows] == ["r1", "r2"]
-    assert list(fold.trails) == [("RETRYING_AFTER_FAILURE", "EXECUTING"), ()]
+    assert list(fold.trails) == [
+        ("EXECUTING", "RETRYING_AFTER_FAILURE", "EXECUTING"),
+        (None,),  # k2 holds no status
+    ]
     fold.apply(ShapeResponse([change("update", "k1", status="FAILED")], offset="4_0"))
     assert list(fold.trails) == []  # not up to date: nothing came out
     (_row,) = fold.apply(ShapeResponse([UP], offset="4_0"))
-    assert list(fold.trails) == [("FAILED",)]
+    assert list(fold.trails) == [("EXECUTING", "FAILED")]
 
 
 def test_must_refetch_drops_everything_and_starts_again() -> None:

@@ -10,8 +10,10 @@ polling would make (same ``event_id``: status and ``updatedAt`` are the row's), 
 polls where the row cannot tell the whole story:
 
 - a terminal status (the alert needs the error and the finish);
-- a retry (``RETRYING_AFTER_FAILURE``, seen now or anywhere in the batch): the poll
-  reads the attempt, so the retry is named by it as polling names it;
+- a retry (``RETRYING_AFTER_FAILURE`` now, anywhere in the batch, or where the run
+  stood before it): the poll reads the attempt, so the retry is named by it as
+  polling names it. The attempt count rises only when the next attempt starts, so
+  the row that leaves ``RETRYING_AFTER_FAILURE`` is polled too;
 - a run entering ``EXECUTING`` from a queue (a new attempt may start there, and the
   version is locked then);
 - a batch that set more than one status (something came and went between two reads);
@@ -49,13 +51,13 @@ def read_row(
     trail: Sequence[object] = (),
     healthy: bool = True,
 ) -> Verdict:
-    """What a row (at its latest after a batch that set ``trail``'s internal statuses)
-    means for a run last seen as ``known``."""
+    """What a row (at its latest) means for a run last seen as ``known``; ``trail`` is
+    the row's internal status before its batch, then each one the batch set."""
     if known is None or not healthy:
         return "poll"
     if updated_at is None or updated_at == known.updated_at:
         return "same" if status == known.status else "poll"
-    if internal == RETRYING or RETRYING in trail or len(set(trail)) > 1:
+    if internal == RETRYING or RETRYING in trail or len(set(trail[1:])) > 1:
         return "poll"
     info = classify(known.source, status)
     if not info.known or info.terminal:

@@ -152,8 +152,9 @@ class ShapeFold:
     date, a change of a row not held comes out as it is (for an update, only its changed
     columns), for the caller to notice; during the snapshot such rows are dropped.
 
-    ``trail`` names a column whose every value a batch sets is kept, in order, beside
-    the row that comes out (:attr:`trails`): a row comes out at its latest, and the
+    ``trail`` names a column whose value before the batch and every value the batch
+    sets are kept, in order, beside the row that comes out (:attr:`trails`; ``None``
+    first for a row new to the fold): a row comes out at its latest, and the
     caller may need to know what it passed through on the way (a status that came and
     went between two reads).
     """
@@ -166,7 +167,8 @@ class ShapeFold:
         self.size = 0
         """Rows in the shape, held or not (inserts less deletes): what listing it costs."""
         self.trails: tuple[tuple[Any, ...], ...] = ()
-        """For each row the last :meth:`apply` returned, the ``trail`` values its batch set."""
+        """For each row the last :meth:`apply` returned: its ``trail`` value before the
+        batch, then each value the batch set."""
         self.cursor = ShapeCursor()
         self.rows: dict[str, dict[str, Any]] = {}
         self.schema: dict[str, Column] = {}
@@ -244,6 +246,10 @@ class ShapeFold:
                     held = self.rows.get(key)
                     if operation == "insert" and held is None:
                         self.size += 1
+                    if self.trail is not None and key not in self._trail:
+                        # Where the row stood before this batch first touched it.
+                        before = held.get(self.trail) if held is not None else None
+                        self._trail[key] = [before]
                     if held is not None:
                         held.update(parsed)
                         self._changed[key] = held
@@ -256,9 +262,10 @@ class ShapeFold:
                     else:
                         # A snapshot's rows not held are dropped at once: a large
                         # environment must not cost a row per run, even briefly.
+                        self._trail.pop(key, None)
                         continue
                     if self.trail is not None and self.trail in parsed:
-                        self._trail.setdefault(key, []).append(parsed[self.trail])
+                        self._trail[key].append(parsed[self.trail])
                 case _:
                     continue  # an operation this client does not know: skip it
         self.cursor = ShapeCursor(
