@@ -82,6 +82,18 @@ def proc_stats(pid: int) -> ProcStats:
     return ProcStats(cpu, kb["VmRSS"] * 1024, kb["VmHWM"] * 1024)
 
 
+def stop(process: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    """Send ``sig`` to a process still running, wait ``grace`` seconds, then kill it."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 async def wait_listening(port: int, within: float = 20.0) -> None:
     """Wait until something accepts connections on ``127.0.0.1:port``."""
     with anyio.fail_after(within):
@@ -244,13 +256,7 @@ async def daemon(
             await proc.wait_ready()
         yield proc
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, signal.SIGTERM, 30)
         log.close()
 
 

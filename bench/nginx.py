@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ProcStats, free_port, proc_stats
+from bench.common import ProcStats, free_port, proc_stats, stop
 from watcher.simulator.world import World
 
 _CONF = """
@@ -90,21 +90,15 @@ def nginx(run_prefix: str, count: int, *, cpu: int = 1) -> Iterator[FakeServer]:
     conf = prefix / "nginx.conf"
     affinity = format(1 << cpu, "b")
     conf.write_text(_CONF.format(prefix=prefix, port=port, affinity=affinity))
-    master = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(prefix)],
-        stdout=subprocess.DEVNULL,
-        stderr=(prefix / "stderr.log").open("wb"),
-    )
+    with (prefix / "stderr.log").open("wb") as stderr:
+        master = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", str(prefix)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     try:
         worker = _worker_of(master.pid)
         yield FakeServer(f"http://127.0.0.1:{port}", master, worker)
     finally:
-        master.send_signal(signal.SIGQUIT)
-        try:
-            master.wait(10)
-        except subprocess.TimeoutExpired:
-            master.kill()
-            master.wait()
+        stop(master, signal.SIGQUIT, 10)  # SIGQUIT: nginx's graceful stop
         shutil.rmtree(prefix, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from watcher.core.pushed import read_row
+from watcher.core.pushed import moved, read_row
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
 
@@ -85,3 +85,14 @@ def test_a_delay_is_dropped_once_the_run_leaves_it() -> None:
     queued = verdict("QUEUED", "PENDING", known=delayed)
     assert isinstance(queued, RunSnapshot)
     assert queued.delayed_until is None
+
+
+def test_a_snapshot_row_that_moved_in_any_way_is_polled() -> None:
+    def snap(status: str, internal: str, at: str | None = LATER, known: Any = SEEN) -> bool:
+        return moved(known, status=status, internal=internal, updated_at=at)
+
+    assert not snap("EXECUTING", "EXECUTING", SEEN.updated_at)  # as the watch saw it
+    assert snap("EXECUTING", "EXECUTING")  # same status, another time: polled
+    assert snap("WAITING", "WAITING_TO_RESUME", SEEN.updated_at)
+    assert snap("EXECUTING", "RETRYING_AFTER_FAILURE", SEEN.updated_at)
+    assert snap("EXECUTING", "EXECUTING", known=None)  # no baseline

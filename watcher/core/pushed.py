@@ -30,7 +30,7 @@ from typing import Literal
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import classify
 
-__all__ = ["RETRYING", "Verdict", "read_row"]
+__all__ = ["RETRYING", "Verdict", "moved", "read_row"]
 
 RETRYING = "RETRYING_AFTER_FAILURE"
 """The internal status of a run between a failed attempt and the next."""
@@ -69,4 +69,18 @@ def read_row(
         status=status,
         updated_at=updated_at,
         delayed_until=known.delayed_until if status == "DELAYED" else None,
+    )
+
+
+def moved(known: RunSnapshot | None, *, status: str, internal: str, updated_at: str | None) -> bool:
+    """Whether a snapshot row shows a change the watch has not seen (so its run is
+    polled): another status, a retry, or the same status at another time (a retry
+    between two reads shows ``EXECUTING`` both sides). A snapshot shows where a run
+    stands, not what it passed through, so no change of it is applied directly."""
+    if known is None:
+        return True
+    return (
+        status != known.status
+        or internal == RETRYING
+        or (updated_at is not None and updated_at != known.updated_at)
     )

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from watcher.config.model import WatchConfig
-from watcher.core.pushed import RETRYING, Verdict, read_row
+from watcher.core.pushed import Verdict, moved, read_row
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.watch import WatchState
 from watcher.daemon.runtime import WatchRuntime
@@ -71,13 +71,7 @@ def row_verdict(rt: WatchRuntime, run: RealtimeRun, trail: Sequence[object]) -> 
 
 
 def row_moved(rt: WatchRuntime, run: RealtimeRun) -> bool:
-    """Whether the row shows a change the watch has not seen: another status, or the same
-    one at another time (a retry between two long polls reads EXECUTING both sides)."""
-    known = known_snapshot(rt)
-    if known is None:
-        return True
-    return (
-        run.status != known.status
-        or run.internal == RETRYING
-        or (run.updated_at is not None and run.updated_at != known.updated_at)
+    """Whether a snapshot row shows a change ``rt``'s watch has not seen (``core/pushed.py``)."""
+    return moved(
+        known_snapshot(rt), status=run.status, internal=run.internal, updated_at=run.updated_at
     )

@@ -145,8 +145,9 @@ class AppriseNotifier:
         from watcher.notify.apprise_plugins import load_plugins
 
         _capture_apprise_log()
+        scheme = url.split("://", 1)[0] if "://" in url else None
         # Only the plugin this URL names; a URL it does not take then loads them all.
-        load_plugins([url.split("://", 1)[0]] if "://" in url else [])
+        load_plugins([scheme] if scheme is not None else [])
         self._timeout = timeout
         self._scrub = scrub
         asset = apprise.AppriseAsset(service_timeout=timeout, storage_mode="memory")
@@ -156,9 +157,8 @@ class AppriseNotifier:
             load_plugins([])  # not taken by the plugin found for it: load every plugin
             added = self._apprise.add(url)
         if not added:
-            scheme = url.split("://", 1)[0] if "://" in url else "?"
             raise ValueError(
-                f"not a valid apprise URL (scheme {scheme!r} unknown or URL malformed)"
+                f"not a valid apprise URL (scheme {scheme or '?'!r} unknown or URL malformed)"
             )
         plugin: Any = self._apprise[0]
         # apprise's own socket timeouts (cto/rto), inside its service timeout: a hung

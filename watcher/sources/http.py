@@ -173,7 +173,8 @@ def _credentials(headers: Mapping[str, str]) -> list[str]:
 
 
 _URL_CACHE = 20_000
-"""Paths whose URL an upstream keeps parsed (about 400 bytes each): one per watch."""
+"""Paths whose URL an upstream keeps parsed (about 530 bytes each, with the key): one
+per watch."""
 
 
 class Upstream:
