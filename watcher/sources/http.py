@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 from watcher.core.health import Problem, ProblemKind
 from watcher.core.scrubbing import Scrubber
 from watcher.sources.errors import ResponseShapeError, SourceError
+from watcher.sources.fetch import ERROR_BODY_LIMIT, ClientFetcher, Fetcher, Reply, read_upto
 from watcher.sources.gate import SourceGate, Ticket
 from watcher.sources.ratelimit import rate_counters, retry_after
 
@@ -34,6 +35,7 @@ __all__ = [
     "StreamRead",
     "Upstream",
     "build_client",
+    "build_pool",
     "classify_status",
     "read_capped",
     "transport_problem",
@@ -42,8 +44,6 @@ __all__ = [
 RequestObserver = Callable[[str, str, float], None]
 """Called after each request with (upstream, outcome, seconds); the outcome is the
 HTTP status code, ``timeout`` or ``error`` (no response)."""
-
-_ERROR_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +67,31 @@ def build_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """One shared client per upstream: keep-alive pool, timeouts, fixed headers; on
-    aiohttp's transport (``sources/transport.py``) unless the caller brings its own."""
-    if transport is None:
-        from watcher.sources.transport import aiohttp_transport
+    aiohttp (``sources/transport.py``) unless the caller brings its own transport."""
+    return build_pool(base_url, headers, limits, transport=transport)[0]
 
-        transport = aiohttp_transport(limits.max_connections)
+
+def build_pool(
+    base_url: str,
+    headers: Mapping[str, str],
+    limits: HttpLimits,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> tuple[httpx.AsyncClient, Fetcher]:
+    """An upstream's connection pool, as an httpx client (for streams) and the poll seam
+    on the same connections. Closing the client closes the pool."""
+    fetcher: Fetcher | None = None
+    if transport is None:
+        from watcher.sources.transport import AiohttpFetcher, AiohttpPool, AiohttpTransport
+
+        pool = AiohttpPool(
+            headers,
+            limits.max_connections,
+            connect_timeout=limits.connect_timeout,
+            read_timeout=limits.read_timeout,
+        )
+        transport = AiohttpTransport(pool)
+        fetcher = AiohttpFetcher(pool, base_url)
     client = httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
@@ -89,7 +109,7 @@ def build_client(
     # The APIs are keyed, not sessioned: keeping the cookies a CDN sets was a cookie-jar
     # pass over every response (6% of a poll's CPU in bench/ceiling.py's profile).
     client.cookies.extract_cookies = _keep_no_cookies  # type: ignore[method-assign]
-    return client
+    return client, fetcher or ClientFetcher(client)
 
 
 def _keep_no_cookies(response: httpx.Response) -> None:
@@ -172,13 +192,9 @@ def _credentials(headers: Mapping[str, str]) -> list[str]:
     return [part for value in values for part in (value, value.split(" ", 1)[-1])]
 
 
-_URL_CACHE = 20_000
-"""Paths whose URL an upstream keeps parsed (about 530 bytes each, with the key): one
-per watch."""
-
-
 class Upstream:
-    """Requests to one API through its shared client and gate."""
+    """Requests to one API through its shared client and gate; polls through ``fetcher``
+    (by default the client's own)."""
 
     def __init__(
         self,
@@ -187,10 +203,12 @@ class Upstream:
         gate: SourceGate,
         limits: HttpLimits,
         *,
+        fetcher: Fetcher | None = None,
         epoch: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.client = client
+        self.fetcher = fetcher or ClientFetcher(client)
         self.gate = gate
         self.limits = limits
         self._epoch = epoch
@@ -198,20 +216,6 @@ class Upstream:
         self.observer: RequestObserver | None = None
         self._scrubber = Scrubber()
         self._scrubber.add(_credentials(client.headers))
-        self._urls: dict[str, httpx.URL] = {}
-        """Each path's absolute URL: httpx parses and merges a relative one on every
-        request (8% of a poll's CPU in bench/ceiling.py's profile)."""
-
-    def url(self, path: str) -> httpx.URL:
-        """``path`` on this API's base URL, parsed once for the first ``_URL_CACHE``
-        paths (past them, parsed per request: a cache cleared when full would miss on
-        every request of a round of more watches than it holds)."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self.client.build_request("GET", path).url
-            if len(self._urls) < _URL_CACHE:
-                self._urls[path] = url
-        return url
 
     def scrub(self, text: str) -> str:
         """``text`` without this API's credentials: an error body may echo the key sent
@@ -234,21 +238,20 @@ class Upstream:
             if self.observer is not None:
                 self.observer(self.name, outcome[0], time.perf_counter() - started)
 
-    def _observe(self, response: httpx.Response) -> None:
-        self.responses[response.status_code] = self.responses.get(response.status_code, 0) + 1
-        counters = rate_counters(response.headers, self._epoch())
+    def _observe(self, status: int, headers: Mapping[str, str]) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
+        counters = rate_counters(headers, self._epoch())
         if counters.remaining is not None:
             self.gate.observe(remaining=counters.remaining, reset_in=counters.reset_in)
 
-    async def _fail(self, response: httpx.Response, what: str) -> SourceError:
-        body = await read_capped(response, _ERROR_BODY_LIMIT, what, truncate=True)
+    def _fail(self, reply: Reply, what: str) -> SourceError:
         wait = None
-        if response.status_code in (429, 503):
-            wait = retry_after(response.headers, body, self._epoch())
-        if response.status_code == 429:
+        if reply.status in (429, 503):
+            wait = retry_after(reply.headers, reply.body, self._epoch())
+        if reply.status == 429:
             # The SDK's own rule: wait for the reset, plus up to a second of jitter upstream.
             self.gate.block(wait if wait is not None else 1.0)
-        problem = classify_status(response.status_code, what, body, wait)
+        problem = classify_status(reply.status, what, reply.body, wait)
         return SourceError(replace(problem, message=self.scrub(problem.message)))
 
     async def get_json(self, path: str, params: Mapping[str, str], ticket: Ticket) -> Any:
@@ -258,21 +261,17 @@ class Upstream:
         async with self.gate.limiter:
             try:
                 with self.measured() as outcome, anyio.fail_after(self.limits.total_timeout):
-                    # params=None, not {}: httpx re-parses the URL to merge even no params.
-                    async with self.client.stream(
-                        "GET", self.url(path), params=params or None
-                    ) as response:
-                        outcome[0] = str(response.status_code)
-                        self._observe(response)
-                        if response.status_code != 200:
-                            raise await self._fail(response, what)
-                        body = await read_capped(response, self.limits.max_body, what)
-            except SourceError:
-                raise
+                    reply = await self.fetcher.get(path, params, self.limits.max_body)
+                    outcome[0] = str(reply.status)
             except (TimeoutError, httpx.HTTPError) as exc:
                 raise SourceError(transport_problem(exc, what, self.limits.total_timeout)) from None
+        self._observe(reply.status, reply.headers)
+        if reply.status != 200:
+            raise self._fail(reply, what)
+        if not reply.complete:
+            raise ResponseShapeError(f"{what}: response larger than {self.limits.max_body} bytes")
         try:
-            return json.loads(body)
+            return json.loads(reply.body)
         except ValueError as exc:
             raise ResponseShapeError(f"{what}: malformed JSON ({exc})") from None
 
@@ -286,9 +285,11 @@ class Upstream:
             "GET", path, params=params, headers={"accept": "text/event-stream"}, timeout=phases
         ) as response:
             outcome[0] = str(response.status_code)
-            self._observe(response)
+            self._observe(response.status_code, response.headers)
             if response.status_code != 200:
-                raise await self._fail(response, f"GET {path}")
+                body, _ = await read_upto(response.aiter_bytes(), ERROR_BODY_LIMIT)
+                reply = Reply(response.status_code, response.headers, body)
+                raise self._fail(reply, f"GET {path}")
             yield response
 
     async def read_stream(
@@ -465,25 +466,9 @@ async def _pump(
         raise failure[0]
 
 
-async def read_capped(
-    response: httpx.Response, limit: int, what: str, *, truncate: bool = False
-) -> bytes:
-    """The body, at most ``limit`` bytes: beyond it a ResponseShapeError, or the first
-    ``limit`` bytes with ``truncate``."""
-    chunks: list[bytes] = []
-    size = 0
-    body = response.aiter_bytes()
-    try:
-        async for chunk in body:
-            size += len(chunk)
-            if size > limit:
-                if truncate:
-                    chunks.append(chunk[: limit - (size - len(chunk))])
-                    break
-                raise ResponseShapeError(f"{what}: response larger than {limit} bytes")
-            chunks.append(chunk)
-    finally:
-        # Closed at once when the cap stops the read (not whenever the GC gets to it).
-        if isinstance(body, AsyncGenerator):
-            await body.aclose()
-    return b"".join(chunks)
+async def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The body; beyond ``limit`` bytes a :class:`ResponseShapeError`."""
+    body, complete = await read_upto(response.aiter_bytes(), limit)
+    if not complete:
+        raise ResponseShapeError(f"{what}: response larger than {limit} bytes")
+    return body

@@ -9,7 +9,7 @@ from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import DEFAULT_PARALLEL_URL
 from watcher.core.events import WatchType
 from watcher.core.statuses import Source
-from watcher.sources.http import HttpLimits, Upstream, build_client
+from watcher.sources.http import HttpLimits, Upstream, build_pool
 from watcher.sources.parallel import ParallelClient
 from watcher.upstreams.plugin import Credential, Links, Opening
 
@@ -47,14 +47,12 @@ class ParallelPlugin:
         base_url = opening.settings.parallel_base_url or cfg.base_url or DEFAULT_PARALLEL_URL
         # Event streams stay open for long: a pool of their own, so polls never wait for one.
         events_limits = replace(limits, max_connections=max(1, cfg.max_streams))
-        client, events_client = [
-            await stack.enter_async_context(
-                build_client(base_url, headers, pool_limits, transport=opening.transport)
-            )
-            for pool_limits in (limits, events_limits)
-        ]
+        client, fetcher = build_pool(base_url, headers, limits, transport=opening.transport)
+        events_client, _ = build_pool(base_url, headers, events_limits, transport=opening.transport)
+        for pool in (client, events_client):
+            await stack.enter_async_context(pool)
         return ParallelClient(
-            Upstream("parallel", client, opening.gate, limits),
+            Upstream("parallel", client, opening.gate, limits, fetcher=fetcher),
             prefix=cfg.api_prefix,
             max_stream_events=cfg.max_stream_events,
             events=Upstream("parallel", events_client, opening.gate, events_limits),

@@ -9,7 +9,7 @@ from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import DEFAULT_TRIGGER_URL
 from watcher.core.events import WatchType
 from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION, Source
-from watcher.sources.http import HttpLimits, Upstream, build_client
+from watcher.sources.http import HttpLimits, Upstream, build_client, build_pool
 from watcher.sources.trigger import TriggerClient, environment_of_key, trigger_headers
 from watcher.sources.trigger_realtime import TriggerRealtime
 from watcher.upstreams.plugin import Credential, Links, Opening
@@ -44,9 +44,8 @@ class TriggerPlugin:
         base_url = settings.trigger_api_url or cfg.base_url or DEFAULT_TRIGGER_URL
         version = settings.trigger_api_version or cfg.api_version
         headers = trigger_headers(opening.key, version, opening.agent)
-        client = await stack.enter_async_context(
-            build_client(base_url, headers, limits, transport=opening.transport)
-        )
+        client, fetcher = build_pool(base_url, headers, limits, transport=opening.transport)
+        await stack.enter_async_context(client)
         realtime = None
         if cfg.realtime and version == TRIGGER_CURRENT_API_VERSION:
             # The feed holds one long poll open: a pool of its own, so polls never wait.
@@ -60,7 +59,7 @@ class TriggerPlugin:
                 long_poll=cfg.realtime_long_poll,
             )
         return TriggerClient(
-            Upstream("trigger", client, opening.gate, limits),
+            Upstream("trigger", client, opening.gate, limits, fetcher=fetcher),
             environment=environment_of_key(opening.key),
             realtime=realtime,
         )
