@@ -32,8 +32,13 @@ GROUP = {
 }
 
 
+def body(data: object) -> bytes:
+    """An answer's body: the Parallel parsers read bytes."""
+    return json.dumps(data).encode()
+
+
 def test_parallel_group() -> None:
-    snap = parallel_models.parse_group(GROUP, "GET /v1/tasks/groups/tgrp_1")
+    snap = parallel_models.parse_group(body(GROUP), "GET /v1/tasks/groups/tgrp_1")
     assert snap.group_id == "tgrp_1"
     assert snap.is_active
     assert snap.num_task_runs == 5
@@ -44,21 +49,23 @@ def test_parallel_group() -> None:
 def test_parallel_group_with_an_unknown_status_count() -> None:
     data = json.loads(json.dumps(GROUP))
     data["status"]["task_run_status_counts"]["paused"] = 3
-    assert parallel_models.parse_group(data, "x").count("paused") == 3
+    assert parallel_models.parse_group(body(data), "x").count("paused") == 3
 
 
 def test_parallel_run_reference_example() -> None:
     snap = parallel_models.parse_run(
-        {
-            "run_id": "trun_9907962f83aa4d9d98fd7f4bf745d654",
-            "status": "failed",
-            "is_active": False,
-            "processor": "core",
-            "metadata": {"my_key": "my_value"},
-            "created_at": "2025-04-23T20:21:48.037943Z",
-            "modified_at": "2025-04-23T20:21:48.037943Z",
-            "error": {"ref_id": "r", "message": "Run failed", "detail": {}},
-        },
+        body(
+            {
+                "run_id": "trun_9907962f83aa4d9d98fd7f4bf745d654",
+                "status": "failed",
+                "is_active": False,
+                "processor": "core",
+                "metadata": {"my_key": "my_value"},
+                "created_at": "2025-04-23T20:21:48.037943Z",
+                "modified_at": "2025-04-23T20:21:48.037943Z",
+                "error": {"ref_id": "r", "message": "Run failed", "detail": {}},
+            }
+        ),
         "x",
     )
     assert (snap.status, snap.error_message, snap.task) == ("failed", "Run failed", "core")
@@ -84,7 +91,7 @@ def test_parallel_run_reference_example() -> None:
 )
 def test_wrong_shape_is_a_named_error(data: object, needle: str) -> None:
     with pytest.raises(ResponseShapeError, match="unexpected response shape") as info:
-        parallel_models.parse_group(data, "GET /v1/tasks/groups/tgrp_1")
+        parallel_models.parse_group(body(data), "GET /v1/tasks/groups/tgrp_1")
     assert needle in str(info.value)
     assert "GET /v1/tasks/groups/tgrp_1" in str(info.value)
 
@@ -115,6 +122,8 @@ def test_runs_stream_events() -> None:
         )
     with pytest.raises(ResponseShapeError, match="malformed JSON"):
         parallel_models.parse_run_event("{nope", "x")
+    with pytest.raises(ResponseShapeError, match=r"^x: malformed JSON \("):
+        parallel_models.parse_run(b'{"run_id": "r", ', "x")
 
 
 LEGACY_RUN = {

@@ -81,3 +81,37 @@ async def test_rescheduling_replaces_the_earlier_timer_and_removed_watches_are_s
         await anyio.sleep(0.4)
         tg.cancel_scope.cancel()
     assert polled == ["a"]
+
+
+async def test_workers_poll_each_watch_when_due_and_never_more_at_once_than_there_are() -> None:
+    clock = LoopClock()
+    gate = SourceGate("p", BudgetPolicy(rate=1000.0, burst=100), max_concurrency=3, clock=clock)
+    started: dict[str, float] = {}
+    running = peak = 0
+
+    async def poll(rt: WatchRuntime, ticket: Ticket) -> None:
+        nonlocal running, peak
+        started[rt.key] = clock.now()
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.5)
+        running -= 1
+
+    scheduler = SourceScheduler("p", gate, poll, workers=3, clock=clock)
+    due = {f"w{i}": 0.1 * i for i in range(10)} | {"late": 30.0}
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        start = clock.now()
+        for key, delay in due.items():
+            scheduler.schedule(runtime(key, active=True), delay)
+        with anyio.fail_after(60):
+            while len(started) < len(due):  # noqa: ASYNC110 - observing a fake poller
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert peak == 3
+    for key, delay in due.items():
+        assert started[key] - start >= delay - 1e-9, key
+    # Three at a time, half a second each: ten watches in four rounds; the late one
+    # wakes a parked worker at its time, not before and not much after.
+    assert started["w9"] - start < 2.1
+    assert 30.0 <= started["late"] - start < 30.1

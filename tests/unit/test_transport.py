@@ -13,9 +13,14 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
+from watcher.clock import SystemClock
+from watcher.core.budget import BudgetPolicy
+from watcher.core.health import ProblemKind
 from watcher.sources import transport as transport_module
+from watcher.sources.errors import SourceError
 from watcher.sources.fetch import Reply
-from watcher.sources.http import HttpLimits, build_client, build_pool
+from watcher.sources.gate import SourceGate, Ticket
+from watcher.sources.http import HttpLimits, Upstream, build_client, build_pool
 from watcher.sources.transport import AiohttpFetcher, AiohttpPool, AiohttpTransport
 
 pytestmark = pytest.mark.anyio
@@ -222,3 +227,27 @@ def test_a_path_is_joined_to_the_base_url_as_httpx_joins_it() -> None:
         fetcher = AiohttpFetcher(pool(), base)
         expected = httpx.AsyncClient(base_url=base).build_request("GET", "/tasks/runs/a").url
         assert str(fetcher.url("/tasks/runs/a")) == str(expected)
+
+
+async def test_a_poll_that_drips_past_its_total_deadline_is_cut_and_counted() -> None:
+    async def drip(stream: SocketStream) -> None:
+        await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+        for _ in range(100):  # a byte every 50 ms: the read timeout never trips
+            await stream.send(b" ")
+            await anyio.sleep(0.05)
+
+    limits = HttpLimits(connect_timeout=2, read_timeout=1, total_timeout=0.4, max_connections=1)
+    seen: list[tuple[str, str]] = []
+    async with server(drip) as url:
+        client, fetcher = build_pool(url, {"x-api-key": "k"}, limits)
+        gate = SourceGate(
+            "parallel", BudgetPolicy(rate=10.0, burst=5), max_concurrency=1, clock=SystemClock()
+        )
+        upstream = Upstream("parallel", client, gate, limits, fetcher=fetcher)
+        upstream.observer = lambda name, outcome, seconds: seen.append((name, outcome))
+        async with client:
+            with pytest.raises(SourceError) as caught:
+                await upstream.get_json("/v1/tasks/runs/r", {}, Ticket(gate))
+    assert caught.value.problem.kind is ProblemKind.UNREACHABLE
+    assert caught.value.problem.message == "GET /v1/tasks/runs/r: no complete response within 0.4s"
+    assert seen == [("parallel", "timeout")]

@@ -74,6 +74,8 @@ def on_failure(
 def on_success(state: HealthState) -> tuple[HealthState, ProblemKind | None]:
     """Record a success; return the problem that just cleared, or ``None``."""
     cleared = state.reported
+    if state.failures == 0 and cleared is None and state.last_problem is None:
+        return state, None  # the usual case: nothing to clear, nothing to copy
     return replace(state, failures=0, reported=None, last_problem=None), cleared
 
 

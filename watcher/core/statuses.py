@@ -161,13 +161,18 @@ def trigger_statuses(version: TriggerApiVersion) -> frozenset[str]:
 _UNKNOWN = StatusInfo(known=False, terminal=False, severity=Severity.WARNING)
 
 
+_INFOS: dict[Source, dict[str, StatusInfo]] = {
+    source: {
+        status: StatusInfo(known=True, terminal=terminal, severity=severity)
+        for status, (terminal, severity) in table.items()
+    }
+    for source, table in _TABLES.items()
+}
+
+
 def classify(source: Source, status: str) -> StatusInfo:
     """Look ``status`` up in ``source``'s table; unknown values get a safe default."""
-    entry = _TABLES.get(source, {}).get(status)
-    if entry is None:
-        return _UNKNOWN
-    terminal, severity = entry
-    return StatusInfo(known=True, terminal=terminal, severity=severity)
+    return _INFOS.get(source, {}).get(status, _UNKNOWN)
 
 
 def is_known(source: Source, status: str) -> bool:

@@ -33,7 +33,7 @@ from watcher.daemon.scheduler import SourceScheduler
 from watcher.daemon.state import Stored, WatchWrite
 from watcher.daemon.streams import GroupStreams, may_stream
 from watcher.sources.gate import SourceGate, Ticket
-from watcher.upstreams.plugin import SourceClient
+from watcher.upstreams.plugin import Links, SourceClient
 
 __all__ = ["Publish", "WatchRegistry"]
 
@@ -76,6 +76,8 @@ class WatchRegistry:
     ) -> None:
         self.polling = polling
         self.sources = sources
+        self.links: dict[tuple[Source, WatchType], Links] = {}
+        """Each kind of watch's link templates, read once from ``sources``."""
         self.clock = clock
         self.rng = rng
         self.publish = publish

@@ -1,8 +1,11 @@
 """One source's polling: a single timer heap and a fixed pool of workers.
 
-There is no sleeping task per watch. The loop pops due watches into a ready
-queue ordered by priority (watches that changed recently first), takes a token
-from the source's budget for each, and hands it to an idle worker. When the
+There is no sleeping task per watch. Due watches move from the timer heap into a
+ready queue ordered by priority (watches that changed recently first); a worker
+takes a token from the source's budget for the first of them and polls it. A
+worker that finishes a poll takes the next ready watch itself, so at full load no
+poll waits for a hand-off; only when nothing is ready does it park, and the loop
+wakes parked workers when a timer comes due or the budget refills. When the
 budget cannot keep up, the backlog is served active-first and the log says the
 budget, not the policy, sets the pace.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -54,6 +58,7 @@ class SourceScheduler:
         self._timers: list[tuple[float, int, WatchRuntime, int]] = []
         self._ready: list[tuple[int, float, int, WatchRuntime, int]] = []
         self._wakeup = anyio.Event()
+        self._parked: deque[anyio.Event] = deque()
         self._report_after = report_after
         self._starved_since: float | None = None
         self._starved_reported_at: float | None = None
@@ -79,14 +84,15 @@ class SourceScheduler:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the loop and the workers until cancelled."""
-        send, receive = anyio.create_memory_object_stream[tuple[WatchRuntime, Ticket]](0)
-        async with anyio.create_task_group() as tg, send:
+        async with anyio.create_task_group() as tg:
             for _ in range(self._workers):
-                tg.start_soon(self._worker, receive.clone())
-            receive.close()
+                tg.start_soon(self._worker)
             task_status.started()
             while True:
-                await self._dispatch(send)
+                self._move_due(self.clock.now())
+                if self._parked and self._ready and self.gate.wait_time() <= 0:
+                    for _ in range(min(len(self._parked), len(self._ready))):
+                        self._parked.popleft().set()
                 await self._sleep()
 
     def _move_due(self, now: float) -> None:
@@ -96,9 +102,9 @@ class SourceScheduler:
                 continue
             heapq.heappush(self._ready, (0 if rt.active else 1, due, seq, rt, gen))
 
-    async def _dispatch(
-        self, send: anyio.abc.ObjectSendStream[tuple[WatchRuntime, Ticket]]
-    ) -> None:
+    def _take(self) -> WatchRuntime | None:
+        """The first ready watch, with a token from the budget; None when no watch is
+        ready or the budget has no token now."""
         self._move_due(self.clock.now())
         while self._ready:
             _, _, _, rt, gen = self._ready[0]
@@ -107,11 +113,11 @@ class SourceScheduler:
                 continue
             if not self.gate.try_take():
                 self._note_starved()
-                return
+                return None
             heapq.heappop(self._ready)
-            await send.send((rt, Ticket(self.gate, prepaid=1)))
-            self._move_due(self.clock.now())
+            return rt
         self._note_caught_up()
+        return None
 
     def _note_starved(self) -> None:
         now = self.clock.now()
@@ -138,10 +144,14 @@ class SourceScheduler:
         self._starved_reported_at = None
 
     async def _sleep(self) -> None:
+        """Until a timer comes due, the budget refills for a waiting watch, or a worker
+        parks; with no worker parked, only the last matters."""
         now = self.clock.now()
-        wake = self._timers[0][0] if self._timers else math.inf
-        if self._ready:
-            wake = min(wake, now + max(self.gate.wait_time(), 0.001))
+        wake = math.inf
+        if self._parked:
+            wake = self._timers[0][0] if self._timers else math.inf
+            if self._ready:
+                wake = min(wake, now + max(self.gate.wait_time(), 0.001))
         timeout = wake - now
         if timeout <= 0:
             await anyio.lowlevel.checkpoint()
@@ -150,13 +160,18 @@ class SourceScheduler:
         with anyio.move_on_after(min(timeout, 3600.0)):
             await self._wakeup.wait()
 
-    async def _worker(
-        self, receive: anyio.abc.ObjectReceiveStream[tuple[WatchRuntime, Ticket]]
-    ) -> None:
-        async with receive:
-            async for rt, ticket in receive:
-                self.busy += 1
-                try:
-                    await self._poll(rt, ticket)
-                finally:
-                    self.busy -= 1
+    async def _worker(self) -> None:
+        while True:
+            rt = self._take()
+            if rt is None:
+                parked = anyio.Event()
+                self._parked.append(parked)
+                if len(self._parked) == 1:
+                    self._wakeup.set()  # the loop waited for a worker; now it has one
+                await parked.wait()
+                continue
+            self.busy += 1
+            try:
+                await self._poll(rt, Ticket(self.gate, prepaid=1))
+            finally:
+                self.busy -= 1

@@ -65,11 +65,14 @@ class Watcher(WatchRegistry):
     # -- polling --------------------------------------------------------------------------
 
     def _context(self, rt: WatchRuntime) -> StepContext:
-        links = (
-            plugin_for(rt.source).links(self.sources, rt.ref.type)
-            if rt.source in PLUGINS
-            else Links(None, None)
-        )
+        kind = (rt.source, rt.ref.type)
+        links = self.links.get(kind)
+        if links is None:
+            links = self.links[kind] = (
+                plugin_for(rt.source).links(self.sources, rt.ref.type)
+                if rt.source in PLUGINS
+                else Links(None, None)
+            )
         config = self.configs.get(rt.parent or rt.key)
         return StepContext(
             watch=rt.ref,

@@ -22,6 +22,7 @@ __all__ = [
     "SourceError",
     "describe_validation_error",
     "validate",
+    "validate_json",
 ]
 
 
@@ -60,6 +61,21 @@ def validate(model: type[M], data: Any, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        raise ResponseShapeError(
+            f"{what}: unexpected response shape: {describe_validation_error(exc)}"
+        ) from None
+
+
+def validate_json(model: type[M], body: bytes, what: str) -> M:
+    """Parse and validate ``body`` as ``model`` in one pass (pydantic-core reads the bytes:
+    no ``json.loads`` and dict round trip first); malformed JSON and a mismatch each
+    become a ``ResponseShapeError`` that says which."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        invalid = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        if invalid is not None:
+            raise ResponseShapeError(f"{what}: malformed JSON ({invalid['msg']})") from None
         raise ResponseShapeError(
             f"{what}: unexpected response shape: {describe_validation_error(exc)}"
         ) from None

@@ -36,6 +36,8 @@ class SourceGate:
         self.clock = clock
         self.max_wait = max_wait
         self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.slot = _Slot(self.limiter)
+        """``async with gate.slot``: the concurrency cap, for one request."""
         self._state = budget.probing(policy, clock.now())
         self.requests = 0
         self.rate_limited = 0
@@ -76,6 +78,25 @@ class SourceGate:
         self.rate_limited += 1
         now = self.clock.now()
         self._state = budget.blocked(self._state, now, now + seconds)
+
+
+class _Slot:
+    """The limiter, taken without a trip through the event loop when a slot is free
+    (``async with limiter`` yields once even then: 3% of a poll's CPU)."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release()
 
 
 class Ticket:

@@ -76,12 +76,12 @@ class ParallelClient:
     async def get_group(self, group_id: str, ticket: Ticket) -> GroupSnapshot:
         """``GET {prefix}/tasks/groups/{id}``: status and ``task_run_status_counts``."""
         path = f"{self.prefix}/tasks/groups/{path_segment(group_id)}"
-        return parse_group(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
+        return parse_group(await self.upstream.get_body(path, {}, ticket), f"GET {path}")
 
     async def get_run(self, run_id: str, ticket: Ticket) -> RunSnapshot:
         """``GET {prefix}/tasks/runs/{id}``."""
         path = f"{self.prefix}/tasks/runs/{path_segment(run_id)}"
-        return parse_run(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
+        return parse_run(await self.upstream.get_body(path, {}, ticket), f"GET {path}")
 
     async def failed_runs(
         self, group_id: str, cursor: str | None, ticket: Ticket, *, expect: int | None = None

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watcher.core.events import freeze
 from watcher.core.snapshots import GroupSnapshot, RunSnapshot
 from watcher.core.statuses import Source
-from watcher.sources.errors import ResponseShapeError, validate
+from watcher.sources.errors import ResponseShapeError, validate, validate_json
 
 __all__ = [
     "TaskGroupResponse",
@@ -106,14 +106,14 @@ def run_snapshot(run: TaskRun) -> RunSnapshot:
     )
 
 
-def parse_run(data: Any, what: str) -> RunSnapshot:
-    """Parse ``GET /v1/tasks/runs/{id}``."""
-    return run_snapshot(validate(TaskRun, data, what))
+def parse_run(body: bytes, what: str) -> RunSnapshot:
+    """Parse the body of ``GET /v1/tasks/runs/{id}``."""
+    return run_snapshot(validate_json(TaskRun, body, what))
 
 
-def parse_group(data: Any, what: str) -> GroupSnapshot:
-    """Parse ``GET /v1/tasks/groups/{id}``."""
-    group = validate(TaskGroupResponse, data, what)
+def parse_group(body: bytes, what: str) -> GroupSnapshot:
+    """Parse the body of ``GET /v1/tasks/groups/{id}``."""
+    group = validate_json(TaskGroupResponse, body, what)
     return group_snapshot(group.taskgroup_id, group.status)
 
 

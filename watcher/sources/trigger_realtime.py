@@ -161,11 +161,11 @@ class TriggerRealtime:
         headers = {"x-trigger-electric-version": ELECTRIC_VERSION}
         upstream = self.upstream
         try:
-            with upstream.measured() as outcome, anyio.fail_after(deadline):
+            with upstream.measured() as measure, anyio.fail_after(deadline):
                 async with upstream.client.stream(
                     "GET", path, params=params, headers=headers, timeout=timeout
                 ) as response:
-                    outcome[0] = str(response.status_code)
+                    measure.outcome = str(response.status_code)
                     status = response.status_code
                     body = await read_capped(
                         response, limits.max_body if status == 200 else 64 * 1024, what
