@@ -280,8 +280,10 @@ def _ceiling(r: dict[str, Any]) -> list[str]:
         "its CPU share is beside each figure); the daemon runs on CPU 0. In the same run,",
         "alternating with the daemon's windows (the daemon paused meanwhile), bare loops",
         "over the same paths on CPU 0 with the daemon's layout (one client of 8",
-        "connections): httpx on httpcore's transport, httpx on aiohttp's (the daemon's",
-        "transport), and aiohttp alone.",
+        "connections): httpx on httpcore's transport, httpx on aiohttp's transport",
+        "(`httpx-aiohttp`), and aiohttp alone (the daemon's polls go straight to an",
+        "aiohttp pool, `watcher/sources/fetch.py`). Between two sizes the windows vary by",
+        "about 15% on this shared machine (each run is in the JSON beside this file).",
         "",
         "| watches | | polls or requests / s | CPU per poll or request | server CPU |",
         "|---|---|---|---|---|",
@@ -331,7 +333,7 @@ def _ceiling(r: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "Targets (issue 17), at 10,000 watches unless said: " + "; ".join(targets) + ".",
-            "Why the CPU targets are missed: docs/PROFILE.md, item 8.",
+            "The profiles behind these figures: docs/PROFILE.md, items 8 and 9.",
         ]
     if "idle" in r:
         i = r["idle"]

@@ -197,7 +197,11 @@ def _load(args: argparse.Namespace) -> tuple[WatcherConfig, Settings, Path]:
     path = args.config or settings.watcher_config
     if path is None:
         raise ConfigError(["no config file: give --config PATH or set WATCHER_CONFIG"])
-    return settings.apply_to(load_config(Path(path))), settings, Path(path)
+    from watcher.daemon import gc_policy
+
+    with gc_policy.building():  # thousands of watches: parsed objects, no cycles to find
+        config = load_config(Path(path))
+    return settings.apply_to(config), settings, Path(path)
 
 
 def _remote(args: argparse.Namespace) -> int:

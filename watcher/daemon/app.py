@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import random
 import signal
 from collections.abc import Mapping, Sequence
@@ -41,7 +40,7 @@ from watcher.config.settings import Settings
 from watcher.core.sharding import Shard
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, describe
-from watcher.daemon import liveness
+from watcher.daemon import gc_policy, liveness
 from watcher.daemon.api_watches import (
     ApiWatch,
 )
@@ -251,15 +250,18 @@ class Daemon:
     ) -> None:
         """Watch until asked to stop; then drain notifications and return."""
         async with AsyncExitStack() as stack:
+            stack.enter_context(gc_policy.steady())
+            stack.callback(gc_policy.unsettle)
             stored = await self.durability.open()
             stack.push_async_callback(self.durability.close)
             if self._own_systemd:
                 stack.callback(self.systemd.close)
-            watcher = await self._build(stack, stored=stored)
-            for watch in watcher.mine(self.config.watches):
-                watcher.add(watch)
-            self.overrides.restore(watcher, stored)
-            await self._restore(watcher, stored)
+            with gc_policy.building():
+                watcher = await self._build(stack, stored=stored)
+                for watch in watcher.mine(self.config.watches):
+                    watcher.add(watch)
+                self.overrides.restore(watcher, stored)
+                await self._restore(watcher, stored)
             if not watcher.registry:
                 watcher.first_pass.set()
             async with anyio.create_task_group() as root:
@@ -319,16 +321,11 @@ class Daemon:
                 await dispatch_done.wait()
                 self._report_leftovers(dispatch_scope.cancelled_caught)
                 root.cancel_scope.cancel()
-        gc.unfreeze()
         log.info("run-watcher stopped", events=watcher.events_published)
 
     async def _announce_ready(self, watcher: Watcher) -> None:
         await watcher.first_pass.wait()
-        # What exists now (config, clients, one runtime per watch) lives as long as
-        # the process: keep it out of the cyclic GC's full passes, whose pauses
-        # otherwise grow with the number of watches (measured: bench/scale.py).
-        gc.collect()
-        gc.freeze()
+        gc_policy.settle()
         _release_free_memory()
         self.ready.set()
         self.systemd.ready(self.status_line())

@@ -36,7 +36,7 @@ from watcher.daemon.api_silences import ApiSilence, parse_silence_request
 from watcher.daemon.api_watches import WatchRequest, parse_watch_request
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.metrics import CONTENT_TYPE, Metrics
-from watcher.daemon.views import DaemonView, watch_view, watch_views
+from watcher.daemon.views import DaemonView, count_watches, watch_view, watch_views
 from watcher.http_server import Request, Response, json_response
 
 __all__ = ["MAX_REQUEST_BODY", "Control", "ControlApi"]
@@ -183,7 +183,9 @@ class ControlApi:
         return _json(200, {"ready": True})
 
     async def _metrics(self, request: Request) -> Response:
-        body = SCRUBBER.text(self.metrics.render().decode())
+        watcher = self.view.watcher
+        counts = await count_watches(watcher.registry) if watcher is not None else None
+        body = SCRUBBER.text(self.metrics.render(counts).decode())
         return Response(200, [("content-type", CONTENT_TYPE)], body.encode())
 
     # -- watches --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from watcher import __version__
 from watcher.core.events import Event
 from watcher.daemon.runtime import Kind, WatchRuntime
-from watcher.daemon.views import DaemonView, watch_state
+from watcher.daemon.views import DaemonView, WatchCounts, tally_watches
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -72,7 +72,8 @@ class Metrics:
             buckets=_LAG_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_DaemonCollector(daemon))
+        self._collector = _DaemonCollector(daemon)
+        self.registry.register(self._collector)
         # Each labelled child once: ``labels()`` per poll was 2% of a poll's CPU.
         self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._poll_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -104,9 +105,14 @@ class Metrics:
         for (kind, severity), n in Tally((e.kind.value, e.severity.value) for e in events).items():
             self.events.labels(kind, severity).inc(n)
 
-    def render(self) -> bytes:
-        """The exposition text."""
-        return generate_latest(self.registry)
+    def render(self, counts: WatchCounts | None = None) -> bytes:
+        """The exposition text; ``counts`` from :func:`~watcher.daemon.views.count_watches`
+        (counted here, in one go, without them)."""
+        self._collector.counts = counts
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._collector.counts = None
 
 
 class _DaemonCollector(Collector):
@@ -114,6 +120,7 @@ class _DaemonCollector(Collector):
 
     def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
+        self.counts: WatchCounts | None = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -172,10 +179,9 @@ class _DaemonCollector(Collector):
             labels=["source"],
         )
         if watcher is not None:
-            tally = Tally(
-                (rt.source.value, rt.kind.value, watch_state(rt))
-                for rt in watcher.registry.values()
-            )
+            tally = self.counts
+            if tally is None:
+                tally = tally_watches(list(watcher.registry.values()))
             for source in watcher.schedulers:
                 for kind in Kind:
                     for state in ("pending", "ok", "error", "finished"):

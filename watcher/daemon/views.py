@@ -6,8 +6,11 @@ so neither can change it and none of them imports the module that builds it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+
+import anyio
 
 from watcher.clock import Clock
 from watcher.config.model import WatcherConfig
@@ -22,7 +25,37 @@ from watcher.daemon.watcher import Watcher
 from watcher.notify.channel import NotifierChannel
 from watcher.notify.dispatcher import Dispatcher
 
-__all__ = ["DaemonView", "status_line", "watch_state", "watch_view", "watch_views"]
+__all__ = [
+    "DaemonView",
+    "WatchCounts",
+    "count_watches",
+    "status_line",
+    "tally_watches",
+    "watch_state",
+    "watch_view",
+    "watch_views",
+]
+
+WatchCounts = Counter[tuple[str, str, str]]
+"""Watches by (source, kind, state)."""
+
+_COUNT_CHUNK = 2_000
+
+
+def tally_watches(runtimes: Sequence[WatchRuntime]) -> WatchCounts:
+    """Watches by (source, kind, state), in one go."""
+    return Counter((rt.source.value, rt.kind.value, watch_state(rt)) for rt in runtimes)
+
+
+async def count_watches(registry: Mapping[str, WatchRuntime]) -> WatchCounts:
+    """Watches by (source, kind, state), counted a chunk at a time: in one go, a scrape
+    held the event loop for about 100 ms at 50,000 watches (``bench/ceiling.py``)."""
+    runtimes = list(registry.values())
+    counts: WatchCounts = Counter()
+    for start in range(0, len(runtimes), _COUNT_CHUNK):
+        counts.update(tally_watches(runtimes[start : start + _COUNT_CHUNK]))
+        await anyio.lowlevel.checkpoint()
+    return counts
 
 
 class DaemonView(Protocol):
