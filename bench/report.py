@@ -7,6 +7,8 @@ from typing import Any
 
 import matplotlib
 
+from watcher.config.model import TriggerSourceConfig
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
@@ -188,7 +190,7 @@ def write_report(out: Path, meta: dict[str, Any], results: dict[str, Any]) -> No
             "## Within Trigger.dev's budget: 2,000 `trigger_run` watches",
             "",
             "The simulator enforces the documented limiter (250 tokens / 10 s, burst 750); the",
-            "daemon runs with its defaults (1,200/min, burst 100, reserve 25; polling 2 s to",
+            f"daemon runs with its defaults ({_trigger_budget()}; polling 2 s to",
             "5 min). Twenty runs change every 8-12 s; the others last changed an hour ago.",
             f"One run: the first pass (2,000 polls at the budget's pace), then {r['steady']:.0f} s",
             "in which each change is timed.",
@@ -235,8 +237,8 @@ def write_report(out: Path, meta: dict[str, Any], results: dict[str, Any]) -> No
             f"| `run-watcher --help` | {_ms(r['help_s'])} |",
             "",
             "READY waits until every watch has been polled once. At the default budgets the",
-            "500 Trigger.dev watches set the pace (1,200/min after a burst of 100, 25 held in",
-            "reserve: about 22 s); with the budgets lifted the figure is the daemon's own cost.",
+            f"500 Trigger.dev watches set the pace ({_trigger_budget()}); with the budgets",
+            "lifted the figure is the daemon's own cost.",
             "",
         ]
     if "stream" in results:
@@ -267,6 +269,14 @@ def write_report(out: Path, meta: dict[str, Any], results: dict[str, Any]) -> No
     if profile.exists():
         lines += [f"Profiling notes: [{profile.name}]({profile.name}).", ""]
     out.write_text("\n".join(lines))
+
+
+def _trigger_budget() -> str:
+    """The default Trigger.dev budget, as the config model has it."""
+    fields = TriggerSourceConfig.model_fields
+    rate = fields["requests_per_minute"].default
+    burst, reserve = fields["burst"].default, fields["reserve"].default
+    return f"{rate:,.0f}/min, burst {burst}, reserve {reserve}"
 
 
 def _ceiling(r: dict[str, Any]) -> list[str]:
