@@ -33,7 +33,7 @@ GROUP = {
 
 
 def body(data: object) -> bytes:
-    """An answer's body: the Parallel parsers read bytes."""
+    """An answer's body: the parsers read bytes."""
     return json.dumps(data).encode()
 
 
@@ -155,7 +155,7 @@ LEGACY_RUN = {
 
 
 def test_trigger_legacy_run_takes_the_last_attempt_error() -> None:
-    snap = trigger_models.parse_run(LEGACY_RUN, "x")
+    snap = trigger_models.parse_run(body(LEGACY_RUN), "x")
     assert snap.status == "CRASHED"
     assert snap.task == "my-task"
     assert snap.error_message == "OOMError: Out of memory"
@@ -172,13 +172,13 @@ def test_trigger_current_run_uses_top_level_error() -> None:
         "attemptCount": 3,
     }
     del data["attempts"]
-    snap = trigger_models.parse_run(data, "x")
+    snap = trigger_models.parse_run(body(data), "x")
     assert (snap.error_message, snap.attempt) == ("top", 3)
 
 
 def test_trigger_unknown_status_and_delayed_until() -> None:
     snap = trigger_models.parse_run(
-        {**LEGACY_RUN, "status": "HIBERNATING", "delayedUntil": "2026-11-22T10:00:00Z"}, "x"
+        body({**LEGACY_RUN, "status": "HIBERNATING", "delayedUntil": "2026-11-22T10:00:00Z"}), "x"
     )
     assert snap.status == "HIBERNATING"
     assert snap.delayed_until is not None
@@ -186,10 +186,10 @@ def test_trigger_unknown_status_and_delayed_until() -> None:
 
 def test_trigger_list() -> None:
     runs, cursor = trigger_models.parse_list(
-        {"data": [LEGACY_RUN], "pagination": {"next": "run_1234"}}, "x"
+        body({"data": [LEGACY_RUN], "pagination": {"next": "run_1234"}}), "x"
     )
     assert [r.run_id for r in runs] == ["run_1234"]
     assert cursor == "run_1234"
-    assert trigger_models.parse_list({"data": [], "pagination": {}}, "x") == ([], None)
+    assert trigger_models.parse_list(body({"data": [], "pagination": {}}), "x") == ([], None)
     with pytest.raises(ResponseShapeError):
-        trigger_models.parse_list({"runs": []}, "x")
+        trigger_models.parse_list(body({"runs": []}), "x")

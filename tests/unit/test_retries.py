@@ -8,6 +8,7 @@ one event, with the same id, and a final failure is a status change, never a ret
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -117,7 +118,9 @@ def _copy(run: TRun) -> TRun:
 
 
 def observed(states: list[TRun], version: str | None) -> list[Event]:
-    snapshots = [parse_run(s.present(version, detail=True), "GET") for s in states]
+    snapshots = [
+        parse_run(json.dumps(s.present(version, detail=True)).encode(), "GET") for s in states
+    ]
     return events(*snapshots)
 
 

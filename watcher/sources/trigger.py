@@ -105,7 +105,7 @@ class TriggerClient:
     async def get_run(self, run_id: str, ticket: Ticket) -> RunSnapshot:
         """``GET /api/v3/runs/{runId}``."""
         path = f"/api/v3/runs/{path_segment(run_id)}"
-        snapshot = parse_run(await self.upstream.get_json(path, {}, ticket), f"GET {path}")
+        snapshot = parse_run(await self.upstream.get_body(path, {}, ticket), f"GET {path}")
         if snapshot.environment is None and self.environment is not None:
             snapshot = replace(snapshot, environment=self.environment)
         return snapshot
@@ -129,7 +129,7 @@ class TriggerClient:
             if cursor:
                 params["page[after]"] = cursor
             page, cursor = parse_list(
-                await self.upstream.get_json(path, params, ticket), f"GET {path}"
+                await self.upstream.get_body(path, params, ticket), f"GET {path}"
             )
             pages += 1
             runs.extend(page)

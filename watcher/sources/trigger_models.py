@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
-from watcher.sources.errors import validate
+from watcher.sources.errors import validate_json
 
 __all__ = ["ListRunsResponse", "RunObject", "parse_list", "parse_run"]
 
@@ -121,12 +120,12 @@ def snapshot(run: RunObject) -> RunSnapshot:
     )
 
 
-def parse_run(data: Any, what: str) -> RunSnapshot:
-    """Parse ``GET /api/v3/runs/{runId}``."""
-    return snapshot(validate(RunObject, data, what))
+def parse_run(body: bytes, what: str) -> RunSnapshot:
+    """Parse the body of ``GET /api/v3/runs/{runId}``."""
+    return snapshot(validate_json(RunObject, body, what))
 
 
-def parse_list(data: Any, what: str) -> tuple[list[RunSnapshot], str | None]:
-    """Parse one page of ``GET /api/v1/runs``: its runs and the next cursor."""
-    page = validate(ListRunsResponse, data, what)
+def parse_list(body: bytes, what: str) -> tuple[list[RunSnapshot], str | None]:
+    """Parse the body of one page of ``GET /api/v1/runs``: its runs and the next cursor."""
+    page = validate_json(ListRunsResponse, body, what)
     return [snapshot(r) for r in page.data], page.pagination.next
