@@ -247,7 +247,7 @@ async def test_a_poll_that_drips_past_its_total_deadline_is_cut_and_counted() ->
         upstream.observer = lambda name, outcome, seconds: seen.append((name, outcome))
         async with client:
             with pytest.raises(SourceError) as caught:
-                await upstream.get_json("/v1/tasks/runs/r", {}, Ticket(gate))
+                await upstream.get_body("/v1/tasks/runs/r", {}, Ticket(gate))
     assert caught.value.problem.kind is ProblemKind.UNREACHABLE
     assert caught.value.problem.message == "GET /v1/tasks/runs/r: no complete response within 0.4s"
     assert seen == [("parallel", "timeout")]

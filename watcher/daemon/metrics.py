@@ -29,6 +29,25 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+_Pair = tuple[Counter, Histogram]
+
+
+def _pair(
+    cache: dict[tuple[str, str], _Pair],
+    counter: Counter,
+    histogram: Histogram,
+    source: str,
+    label: str,
+) -> _Pair:
+    """``counter``'s child for (source, label) and ``histogram``'s for source, each
+    labelled once: ``labels()`` per poll was 2% of a poll's CPU."""
+    key = (source, label)
+    pair = cache.get(key)
+    if pair is None:
+        pair = cache[key] = (counter.labels(source, label), histogram.labels(source))
+    return pair
+
+
 class Metrics:
     """The daemon's metrics; :meth:`render` is the ``/metrics`` body."""
 
@@ -74,31 +93,26 @@ class Metrics:
         )
         self._collector = _DaemonCollector(daemon)
         self.registry.register(self._collector)
-        # Each labelled child once: ``labels()`` per poll was 2% of a poll's CPU.
-        self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._poll_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._request_children: dict[tuple[str, str], _Pair] = {}
+        self._poll_children: dict[tuple[str, str], _Pair] = {}
 
     def request(self, source: str, code: str, seconds: float) -> None:
         """One upstream request finished (an :data:`~watcher.sources.http.RequestObserver`)."""
-        key = (source, code)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (self.requests.labels(source, code), self.request_seconds.labels(source))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        count, duration = _pair(
+            self._request_children, self.requests, self.request_seconds, source, code
+        )
+        count.inc()
+        duration.observe(seconds)
 
     def poll(self, rt: WatchRuntime, seconds: float) -> None:
         """One poll finished."""
         last = rt.state.health.last_problem
         outcome = "ok" if rt.state.health.healthy or last is None else last.kind.value
-        key = (rt.source.value, outcome)
-        children = self._poll_children.get(key)
-        if children is None:
-            children = (self.polls.labels(*key), self.poll_seconds.labels(key[0]))
-            self._poll_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        count, duration = _pair(
+            self._poll_children, self.polls, self.poll_seconds, rt.source.value, outcome
+        )
+        count.inc()
+        duration.observe(seconds)
 
     def published(self, events: Sequence[Event]) -> None:
         """Events went to the dispatcher."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import httpx
@@ -291,14 +291,6 @@ class Upstream:
         if not reply.complete:
             raise ResponseShapeError(f"{what}: response larger than {self.limits.max_body} bytes")
         return reply.body
-
-    async def get_json(self, path: str, params: Mapping[str, str], ticket: Ticket) -> Any:
-        """GET ``path`` and return its JSON body."""
-        body = await self.get_body(path, params, ticket)
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ResponseShapeError(f"GET {path}: malformed JSON ({exc})") from None
 
     @asynccontextmanager
     async def _event_stream(

@@ -28,6 +28,7 @@ from watcher.core.health import Problem, ProblemKind
 from watcher.core.shape import ShapeCursor, ShapeResponse, parse_schema
 from watcher.core.statuses import trigger_public_status
 from watcher.sources.errors import ResponseShapeError, SourceError
+from watcher.sources.fetch import ERROR_BODY_LIMIT
 from watcher.sources.http import Upstream, classify_status, read_capped, transport_problem
 
 __all__ = [
@@ -168,7 +169,7 @@ class TriggerRealtime:
                     measure.outcome = str(response.status_code)
                     status = response.status_code
                     body = await read_capped(
-                        response, limits.max_body if status == 200 else 64 * 1024, what
+                        response, limits.max_body if status == 200 else ERROR_BODY_LIMIT, what
                     )
         except SourceError:
             raise
