@@ -109,7 +109,7 @@ async def settled(daemon: Daemon, *, polls: int = 2, within: float = 20.0) -> No
         return True
 
     def idle() -> bool:
-        return all((c.queued() == 0 and not c.inflight) or c.failing for c in daemon.channels)
+        return all(c.queued() == 0 or c.failing for c in daemon.channels)
 
     with anyio.fail_after(within):
         while not polled():  # noqa: ASYNC110 - observing the daemon's poll counters

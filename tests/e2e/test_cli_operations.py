@@ -166,7 +166,16 @@ async def test_remote_commands_explain_a_missing_daemon(tmp_path: Path) -> None:
     code, out = await cli(env, "status")
     assert code == 1
     assert f"cannot reach the daemon at http://127.0.0.1:{port}/watches" in out
-    off = write(tmp_path, {"watches": []})
+    off = write(tmp_path, {"watches": [], "http": {"listen": "off"}})
     code, out = await cli({"WATCHER_CONFIG": str(off), "PATH": "/usr/bin:/bin"}, "health")
     assert code == 1
     assert "HTTP endpoints are off" in out
+
+
+async def test_without_a_config_the_cli_looks_at_the_default_address(tmp_path: Path) -> None:
+    """No --url, no WATCHER_URL, no config: the daemon's default address, and a hint."""
+    code, out = await cli({"PATH": "/usr/bin:/bin"}, "status")
+    assert code == 1
+    assert "cannot reach the daemon at http://127.0.0.1:9464/watches" in out
+    assert "is the daemon running on this host?" in out
+    assert "HTTP endpoints are off" not in out

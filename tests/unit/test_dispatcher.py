@@ -403,7 +403,7 @@ def test_channel_delivers_every_event_once_for_any_interleaving(
             case ("time", dt):
                 clock.t += float(dt)  # type: ignore[arg-type]
             case ("send",):
-                while batches := ch._next_batches():
+                while batches := ch._next_batches(clock.t):
                     for message, events in ch.messages(
                         [e for b in batches for e in b.items], batches[0].context
                     ):
@@ -415,6 +415,6 @@ def test_channel_delivers_every_event_once_for_any_interleaving(
                         assert ids == [e.event_id for e in events]
                         sent.extend(ids)
     ch.close()
-    while batches := ch._next_batches():
+    while batches := ch._next_batches(clock.t):
         sent.extend(e.event_id for b in batches for e in b.items)
     assert sorted(sent) == sorted(made)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
+from watcher.config.loader import ConfigError
 from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.http_server import HttpServer
@@ -154,8 +156,22 @@ def run_demo(*, speed: float = 1.0, verbose: bool = False) -> int:
     return anyio.run(main)
 
 
-def run_simulator(*, port: int, scenario: str) -> int:
-    """Serve the simulator until interrupted, optionally playing the demo scenario."""
+def _print_received(received: Received) -> None:
+    """One line per message the simulator's receiver got: when, where, title, body."""
+    try:
+        title, body = received.title, received.message
+    except ValueError:
+        title, body = "", received.body.decode(errors="replace")
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] message on {received.path}: {title}")
+    for line in body.splitlines()[:12]:
+        print(f"    {line}")
+    sys.stdout.flush()
+
+
+def run_simulator(*, port: int, scenario: str, receiver_port: int = 9000) -> int:
+    """Serve the simulator (and, unless ``receiver_port`` is 0, a webhook receiver that
+    prints each message it gets) until interrupted, optionally playing a scenario."""
     world = World()
     chosen = demo_scenario() if scenario == "demo" else None
     if chosen is not None:
@@ -164,17 +180,46 @@ def run_simulator(*, port: int, scenario: str) -> int:
     async def main() -> None:
         server = HttpServer(SimulatorApi(world), port=port)
         async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
+            try:
+                await tg.start(server.serve)
+            except OSError as exc:
+                raise ConfigError(
+                    [f"--port {port}: cannot listen: {exc.strerror or exc}"]
+                ) from None
             print(f"simulator listening on {server.url}")
             print(f"  PARALLEL_BASE_URL={server.url} PARALLEL_API_KEY={world.parallel_key}")
             print(f"  TRIGGER_API_URL={server.url} TRIGGER_SECRET_KEY={world.trigger_key}")
             print(
                 "  control API: POST /_sim/faults, /_sim/parallel/..., /_sim/trigger/...; GET /_sim/stats"
             )
+            if receiver_port:
+                receiver = WebhookReceiver(port=receiver_port, on_receive=_print_received)
+                try:
+                    await tg.start(receiver.server.serve)
+                except OSError as exc:
+                    raise ConfigError(
+                        [
+                            f"--receiver-port {receiver_port}: cannot listen: "
+                            f"{exc.strerror or exc} (--receiver-port 0 turns the receiver off)"
+                        ]
+                    ) from None
+                print(
+                    f"webhook receiver on {receiver.server.url}: notifier URL "
+                    f"{receiver.apprise_url('json')}; each message it gets is printed here"
+                )
             sys.stdout.flush()
             if chosen is not None:
                 await play(world, chosen)
 
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main)
+        try:
+            anyio.run(main)
+        except BaseExceptionGroup as group:
+            errors, rest = group.split(ConfigError)
+            if errors is None or rest is not None:
+                raise
+            first = errors.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
     return 0

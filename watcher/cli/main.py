@@ -59,7 +59,8 @@ def _action(
 def _url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        help="the daemon's base URL (default: $WATCHER_URL, else http.listen of the config)",
+        help="the daemon's base URL (default: $WATCHER_URL, else http.listen of the config, "
+        "else http://127.0.0.1:9464)",
     )
 
 
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo",
         help="scenario to play (default demo)",
     )
+    sim.add_argument(
+        "--receiver-port",
+        type=int,
+        default=9000,
+        help="a webhook receiver that prints each message it gets (default 9000; 0: none)",
+    )
     return parser
 
 
@@ -209,7 +216,9 @@ def _remote(args: argparse.Namespace) -> int:
 
     def listen() -> str | None:
         if args.config is None and not os.environ.get("WATCHER_CONFIG"):
-            return None
+            from watcher.config.operations import DEFAULT_LISTEN
+
+            return DEFAULT_LISTEN  # where a daemon listens unless told otherwise
         config, _, _ = _load(args)
         return config.http.listen
 
@@ -278,7 +287,9 @@ def _main(args: argparse.Namespace) -> int:
             case "simulate":
                 from watcher.cli.demo import run_simulator
 
-                return run_simulator(port=args.port, scenario=args.scenario)
+                return run_simulator(
+                    port=args.port, scenario=args.scenario, receiver_port=args.receiver_port
+                )
             case "config":
                 import json
 

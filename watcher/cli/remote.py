@@ -19,7 +19,7 @@ import httpx
 
 from watcher.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from watcher.cli.table import table
-from watcher.config.operations import split_listen
+from watcher.config.operations import DEFAULT_LISTEN, split_listen
 
 __all__ = [
     "RemoteError",
@@ -40,15 +40,16 @@ class RemoteError(Exception):
 
 
 def base_url(url: str | None, listen: Callable[[], str | None]) -> str:
-    """The daemon's base URL; ``listen`` reads ``http.listen`` from the config, if any."""
+    """The daemon's base URL; ``listen`` reads ``http.listen`` from the config, if any
+    (the default address when there is no config)."""
     url = url or os.environ.get("WATCHER_URL")
     if url:
         return url.rstrip("/")
     address = os.environ.get("WATCHER_HTTP_LISTEN") or listen()
     if not address:
         raise RemoteError(
-            "the daemon's HTTP endpoints are off: set http.listen in the config, "
-            "or give --url (or WATCHER_URL)"
+            "the daemon's HTTP endpoints are off (http.listen: off in its config): "
+            "give --url (or WATCHER_URL) of one that listens"
         )
     host, port = split_listen(address)
     # A wildcard address is reached on loopback.
@@ -58,7 +59,8 @@ def base_url(url: str | None, listen: Callable[[], str | None]) -> str:
     return f"http://{host}:{port}"
 
 
-def _headers() -> dict[str, str]:
+def auth_headers() -> dict[str, str]:
+    """The ``authorization`` header from ``$WATCHER_API_TOKEN``, if set."""
     token = os.environ.get("WATCHER_API_TOKEN", "").strip()
     return {"authorization": f"Bearer {token}"} if token else {}
 
@@ -66,9 +68,15 @@ def _headers() -> dict[str, str]:
 def _call(method: str, url: str, body: object | None = None) -> Any:
     try:
         with httpx.Client(timeout=_TIMEOUT, trust_env=False) as client:
-            response = client.request(method, url, json=body, headers=_headers())
+            response = client.request(method, url, json=body, headers=auth_headers())
     except httpx.HTTPError as exc:
-        raise RemoteError(f"cannot reach the daemon at {url}: {exc}") from None
+        hint = ""
+        if url.startswith(f"http://{DEFAULT_LISTEN}/"):
+            hint = (
+                " (the default address: is the daemon running on this host? Else give "
+                "--url, WATCHER_URL, or --config of the daemon's config file)"
+            )
+        raise RemoteError(f"cannot reach the daemon at {url}: {exc}{hint}") from None
     try:
         payload = response.json()
     except ValueError:

@@ -16,18 +16,75 @@ from watcher.config.notifications import build_routes
 from watcher.core.durations import format_duration
 from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
 from watcher.core.routing import Matcher, RouteNode, resolve
-from watcher.core.silences import silenced_by
+from watcher.core.silences import Silence, silenced_by
 from watcher.core.statuses import Severity, Source, classify
 
 __all__ = ["event_from_mapping", "show", "test"]
+
+
+def _display_name(config: WatcherConfig, index: int) -> str:
+    """A notifier as the daemon's log names it: its ``name``, else its URL with the
+    secrets masked (apprise's private form); ``notifiers[i]`` when the URL cannot be read."""
+    notifier = config.notifiers[index]
+    if notifier.name:
+        return notifier.name
+    try:
+        from watcher.daemon.logging import SCRUBBER
+        from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
+
+        url = notifier.resolve_url()
+        # The output is scrubbed: a token in the URL's path or query is masked.
+        SCRUBBER.add([part for part in url_secrets(url) if part != url])
+        return f"notifiers[{index}] {AppriseNotifier(url, timeout=1.0).name}"
+    except Exception:  # a URL that needs a missing secret, or that apprise refuses
+        return f"notifiers[{index}]"
 
 
 def _notifier_names(config: WatcherConfig, notify: tuple[str, ...] | None) -> list[str]:
     names = []
     for index, notifier in enumerate(config.notifiers):
         if notify is None or set(notifier.tags) & set(notify):
-            names.append(notifier.name or f"notifiers[{index}]")
+            names.append(_display_name(config, index))
     return names
+
+
+def _api_silences(listen: str | None) -> tuple[list[Silence], str]:
+    """The API silences of the running daemon (found as ``silence ls`` finds it), and a
+    line saying where they came from, or why they could not be read."""
+    import httpx
+
+    from watcher.cli import remote
+    from watcher.config.notifications import SilenceConfig
+
+    try:
+        url = remote.base_url(None, lambda: listen)
+    except remote.RemoteError as exc:
+        return [], f"silences added through the daemon: not shown ({exc})"
+    try:
+        with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0), trust_env=False) as client:
+            response = client.get(f"{url}/silences", headers=remote.auth_headers())
+        response.raise_for_status()
+        entries = response.json()["silences"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return [], f"silences added through the daemon: not shown (no answer from {url}: {exc})"
+    out: list[Silence] = []
+    for entry in entries:
+        if entry.get("origin") != "api":
+            continue
+        try:
+            silence = SilenceConfig.model_validate(
+                {
+                    "name": entry["id"],
+                    "match": entry["match"],
+                    "ends_at": entry["ends_at"],
+                    **({"starts_at": entry["starts_at"]} if entry.get("starts_at") else {}),
+                    **({"comment": entry["comment"]} if entry.get("comment") else {}),
+                }
+            ).silence(0)
+        except (ValueError, KeyError, TypeError):
+            continue
+        out.append(silence)
+    return out, f"silences added through the daemon at {url}: {len(out)}"
 
 
 def _matcher_text(name: str, m: Matcher) -> str:
@@ -64,12 +121,14 @@ def show(config: WatcherConfig) -> int:
             walk(node.children, depth + 1)
 
     walk(routes, 0)
-    for index, silence in enumerate(config.silences):
-        s = silence.silence(index)
+    api, source = _api_silences(config.http.listen)
+    now = datetime.now(UTC)
+    for s in [c.silence(i) for i, c in enumerate(config.silences)] + api:
         match = " ".join(_matcher_text(k, m) for k, m in s.matchers.items()) or "(everything)"
-        print(
-            f"silence {s.id}: match {match}{' (active now)' if s.active(datetime.now(UTC)) else ''}"
-        )
+        origin = " (api" + (f", until {s.ends_at.isoformat()})" if s.ends_at else ")")
+        origin = origin if s in api else ""
+        print(f"silence {s.id}{origin}: match {match}{' (active now)' if s.active(now) else ''}")
+    print(source)
     return 0
 
 
@@ -160,9 +219,11 @@ def test(config: WatcherConfig, event_text: str | None, event_file: Path | None)
         f"event: {event.kind.value} severity={event.severity.value} source={event.source.value} "
         f"watch={event.watch.key}{f' labels {labels}' if labels else ''} to_status={event.to_status}"
     )
+    api, source = _api_silences(config.http.listen)
     silence = silenced_by(
-        [s.silence(i) for i, s in enumerate(config.silences)], event, datetime.now(UTC)
+        [s.silence(i) for i, s in enumerate(config.silences)] + api, event, datetime.now(UTC)
     )
+    print(source)
     if silence is not None:
         print(f"silenced now by {silence.id}: it would not be sent")
     reached: list[str] = []

@@ -165,6 +165,8 @@ class DeliveryConfig(Strict):
     max_backoff: PositiveDuration = 30.0
     queue_size: int = Field(default=20_000, ge=1)
     json_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    """Sends in flight at once per notifier (each message retries on its own schedule)."""
     drain_timeout: Duration = 10.0
 
 

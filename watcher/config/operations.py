@@ -8,7 +8,12 @@ from pydantic import Field, field_validator, model_validator
 
 from watcher.config.base import Duration, Strict
 
-__all__ = ["HttpConfig", "ShardConfig", "is_loopback", "split_listen"]
+__all__ = ["DEFAULT_LISTEN", "HttpConfig", "ShardConfig", "is_loopback", "split_listen"]
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+"""Where the endpoints listen unless ``http.listen`` says otherwise: the CLI looks here
+when it is told nothing, so ``run-watcher status`` and a message's silence hint work as
+pasted on the daemon's host."""
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -33,11 +38,12 @@ def is_loopback(host: str) -> bool:
 
 
 class HttpConfig(Strict):
-    """``/healthz``, ``/readyz``, ``/metrics``, ``/watches`` and the watch API; off unless ``listen`` is set."""
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/watches`` and the watch API, on loopback
+    by default; ``listen: off`` turns them off."""
 
-    listen: str | None = None
-    """``127.0.0.1:9464``; ``0.0.0.0:9464`` for probes from outside (needs ``WATCHER_API_TOKEN``
-    for the watch API)."""
+    listen: str | None = DEFAULT_LISTEN
+    """``127.0.0.1:9464`` (the default); ``0.0.0.0:9464`` for probes from outside (needs
+    ``WATCHER_API_TOKEN`` for the watch API); ``off`` (or null) for none."""
     watch_api: bool = True
     """``POST /watches`` and ``DELETE /watches/{type}/{id}`` (and ``POST /-/reload``)."""
     max_api_watches: int = Field(default=10_000, ge=1)
@@ -45,12 +51,19 @@ class HttpConfig(Strict):
     max_expire_after: Duration = 30 * 86400.0
     """The longest ``expire_after`` the API accepts."""
 
-    @field_validator("listen")
+    @field_validator("listen", mode="before")
     @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None:
-            split_listen(value)
-        return value
+    def _address(cls, value: object) -> str | None:
+        if value is None or value is False or str(value).strip().lower() in ("", "off", "false"):
+            return None
+        split_listen(str(value))
+        return str(value)
+
+    @property
+    def default_listen(self) -> bool:
+        """Listening where nobody asked to: a port in use then means no endpoints, not
+        no daemon (a second daemon on the host, a test run)."""
+        return "listen" not in self.model_fields_set and self.listen == DEFAULT_LISTEN
 
     def address(self) -> tuple[str, int] | None:
         """(host, port), or None when the endpoints are off."""

@@ -12,7 +12,10 @@ Alertmanager's timing, per group key:
   ``group_wait``.
 
 The caller decides when to pop a due batch (for instance only when its rate
-limit allows); until then, later events of the same group fold into it.
+limit allows); until then, later events of the same group fold into it. A group
+can be *held* (its last batch is still being delivered): it is never due while
+held, so its batches leave in order, and what arrives meanwhile folds into the
+next one.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Grouper(Generic[T, C]):
         self._due: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._pending = 0
+        self._held: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         """Items pending in all groups."""
@@ -114,13 +118,33 @@ class Grouper(Generic[T, C]):
     def _schedule(self, group: _Group[T, C]) -> None:
         heapq.heappush(self._due, (group.due, next(self._seq), group.key))
 
+    def hold(self, key: Hashable) -> None:
+        """Keep group ``key`` from being due until as many :meth:`release` calls."""
+        self._held[key] = self._held.get(key, 0) + 1
+
+    def release(self, key: Hashable) -> None:
+        """Undo one :meth:`hold`; the group's pending items are due as scheduled."""
+        count = self._held.get(key, 0) - 1
+        if count > 0:
+            self._held[key] = count
+            return
+        self._held.pop(key, None)
+        group = self._groups.get(key)
+        if group is not None and group.items:
+            self._schedule(group)
+
+    def held(self, key: Hashable) -> bool:
+        """Whether group ``key`` is held."""
+        return key in self._held
+
     def next_due(self) -> float | None:
-        """When the earliest pending group is due, if any."""
+        """When the earliest pending group that is not held is due, if any."""
         while self._due:
             due, _, key = self._due[0]
             group = self._groups.get(key)
-            if group is not None and group.items and group.due == due:
+            if group is not None and group.items and group.due == due and key not in self._held:
                 return due
+            # Stale, or held: release() schedules a held group again.
             heapq.heappop(self._due)
         return None
 
@@ -140,7 +164,7 @@ class Grouper(Generic[T, C]):
         return Batch(key, items, group.context)
 
     def drain(self) -> list[Batch[T, C]]:
-        """Take every pending group at once (shutdown), earliest first."""
+        """Take every pending group that is not held at once (shutdown), earliest first."""
         batches = []
         while (due := self.next_due()) is not None:
             batch = self.pop_due(due)
@@ -148,12 +172,19 @@ class Grouper(Generic[T, C]):
             batches.append(batch)
         return batches
 
+    def pending(self) -> list[T]:
+        """Every pending item, held groups included (for a report; nothing is taken)."""
+        return [item for group in self._groups.values() for item in group.items]
+
     def sweep(self, now: float) -> None:
         """Forget groups that have been empty for a whole interval (bounded memory)."""
         stale = [
             key
             for key, g in self._groups.items()
-            if not g.items and g.last_flush is not None and now - g.last_flush >= g.interval
+            if not g.items
+            and g.last_flush is not None
+            and now - g.last_flush >= g.interval
+            and key not in self._held
         ]
         for key in stale:
             del self._groups[key]

@@ -21,7 +21,6 @@ import random
 import signal
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from watcher.config.operations import is_loopback
 from watcher.config.settings import Settings
 from watcher.core.sharding import Shard
 from watcher.core.statuses import Source
-from watcher.core.watch import DiscoveryState, describe
 from watcher.daemon import gc_policy, liveness
 from watcher.daemon.api_watches import (
     ApiWatch,
@@ -65,7 +63,7 @@ from watcher.daemon.realtime import RealtimeFeed
 from watcher.daemon.sdnotify import SystemdNotifier
 from watcher.daemon.state import StateStore, Stored, WatchWrite
 from watcher.daemon.streams import GroupStreams
-from watcher.daemon.views import status_line
+from watcher.daemon.views import WatchStatus, once_row, status_line
 from watcher.daemon.watcher import Watcher
 from watcher.http_server import HttpServer
 from watcher.notify.channel import NotifierChannel
@@ -83,17 +81,6 @@ def _release_free_memory() -> None:
 
 
 log = structlog.get_logger("watcher.daemon")
-
-
-@dataclass(frozen=True, slots=True)
-class WatchStatus:
-    """One line of ``run-watcher once``."""
-
-    key: str
-    name: str
-    state: str
-    problem: str | None
-    detail: str
 
 
 class Daemon:
@@ -136,7 +123,12 @@ class Daemon:
         self.channels = (
             list(channels)
             if channels is not None
-            else build_channels(config, self.clock, log=self.outbox)
+            else build_channels(
+                config,
+                self.clock,
+                str(config_path) if config_path is not None else "config",
+                log=self.outbox,
+            )
         )
         self.dispatcher.configure(self.dispatcher.routes, self.dispatcher.silences, self.channels)
         self._stop = anyio.Event()
@@ -357,6 +349,14 @@ class Daemon:
         try:
             await root.start(server.serve)
         except OSError as exc:
+            if self.config.http.default_listen:
+                log.warning(
+                    "HTTP endpoints off: the default address is in use (another daemon on "
+                    "this host?); set http.listen to choose one",
+                    listen=self.config.http.listen,
+                    error=exc.strerror or str(exc),
+                )
+                return
             raise ConfigError(
                 [f"http.listen {self.config.http.listen}: cannot listen: {exc.strerror or exc}"]
             ) from None
@@ -486,21 +486,4 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 for rt in runtimes:
                     tg.start_soon(watcher.poll, rt, Ticket(watcher.schedulers[rt.source].gate))
-        rows = []
-        for rt in runtimes:
-            state = rt.state
-            if isinstance(state, DiscoveryState):
-                detail = f"{len(state.seen)} matching runs"
-            else:
-                detail = describe(state)
-            last = state.health.last_problem
-            rows.append(
-                WatchStatus(
-                    rt.key,
-                    rt.ref.display_name,
-                    "ok" if state.health.healthy else "error",
-                    last.message if last else None,
-                    detail,
-                )
-            )
-        return rows
+        return [once_row(rt) for rt in runtimes]

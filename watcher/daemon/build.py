@@ -110,6 +110,7 @@ def build_channels(
         max_backoff=d.max_backoff,
         queue_size=d.queue_size,
         json_max_bytes=d.json_max_bytes,
+        concurrency=d.concurrency,
     )
     existing = {c.fingerprint: c for c in reuse if c.fingerprint}
     channels = []

@@ -286,7 +286,7 @@ class _DaemonCollector(Collector):
             events.add_metric([ch.name, "sent"], ch.sent_events)
             events.add_metric([ch.name, "undeliverable"], ch.undeliverable)
             events.add_metric([ch.name, "dropped"], ch.dropped)
-            queue.add_metric([ch.name], ch.queued() + len(ch.inflight))
+            queue.add_metric([ch.name], ch.queued())
         yield notifications
         yield events
         yield queue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -137,12 +138,46 @@ def watch_state(rt: WatchRuntime) -> str:
     return "ok"
 
 
+@dataclass(frozen=True, slots=True)
+class WatchStatus:
+    """One line of ``run-watcher once``."""
+
+    key: str
+    name: str
+    state: str
+    problem: str | None
+    detail: str
+
+
+def once_row(rt: WatchRuntime) -> WatchStatus:
+    """Where a watch stands after ``once`` polled it, in the words of ``status``."""
+    state = rt.state
+    detail = (
+        f"{len(state.seen)} matching runs" if isinstance(state, DiscoveryState) else describe(state)
+    )
+    last = state.health.last_problem
+    healthy = state.health.healthy
+    if (
+        not healthy
+        and last is not None
+        and (isinstance(state, DiscoveryState) or state.snapshot is None)
+    ):
+        detail = f"cannot see: {last.kind.value}"  # as the log and status say it
+    return WatchStatus(
+        rt.key,
+        rt.ref.display_name,
+        watch_state(rt) if healthy else "error",
+        last.message if last else None,
+        detail,
+    )
+
+
 def status_line(view: DaemonView) -> str:
     """One line for ``systemctl status``: watches, errors, queued notifications."""
     watcher = view.watcher
     runtimes = list(watcher.registry.values()) if watcher is not None else []
     erroring = sum(1 for rt in runtimes if rt.problem is not None)
-    queued = sum(c.queued() + len(c.inflight) for c in view.channels)
+    queued = sum(c.queued() for c in view.channels)
     line = f"watching {len(runtimes)}, {erroring} erroring, {queued} notifications queued"
     if watcher is not None and not view.is_ready:
         line = f"first pass: {len(runtimes) - watcher.unpolled} of {len(runtimes)} polled; " + line

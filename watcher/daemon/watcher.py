@@ -342,7 +342,11 @@ class Watcher(WatchRegistry):
                 severity=event.severity.value,
                 watch=event.watch.key,
                 subject=event.subject_id,
-                transition=f"{event.from_status} -> {event.to_status}",
+                transition=(
+                    f"{event.from_status} -> {event.to_status}"
+                    if event.from_status is not None
+                    else f"{event.to_status} (first seen)"
+                ),
             )
         if events or writes:
             await self.publish(events, writes)

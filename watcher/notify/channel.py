@@ -2,34 +2,39 @@
 
 The router hands events in without waiting (:meth:`NotifierChannel.accept`). The
 channel's own task sends due groups as one message each, when its token bucket
-allows; until then later events of a group fold into the same digest. A send that
-fails is retried with capped exponential backoff for up to ``retry_for``, so a
-notifier that is down for a while catches up when it returns; other notifiers
-never wait for it. What still fails is reported as undeliverable, by ``event_id``.
+allows; until then later events of a group fold into the same digest. Up to
+``concurrency`` sends are in flight at once, and a send that fails is retried on
+its own schedule (capped exponential backoff, :mod:`watcher.core.redelivery`) for
+up to ``retry_for``: one message that keeps failing or hangs never holds back the
+others. Order holds per watch: a message waits until every earlier message that
+carries an event of one of its watches is sent or given up; and while a group's
+message is owed the group is held, so its later events fold into the message
+after it. A notifier that is down for a while catches up
+when it returns; other notifiers never wait for it. What still fails is reported
+as undeliverable, by ``event_id``; at shutdown, what is owed or pending is listed
+by :meth:`NotifierChannel.leftovers`.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
+from anyio.abc import TaskGroup
 
 from watcher.clock import Clock
 from watcher.core import budget
 from watcher.core.budget import BudgetPolicy
 from watcher.core.events import Event, EventKind
 from watcher.core.grouping import Batch, Grouper
+from watcher.core.redelivery import RetryPolicy, next_attempt
 from watcher.core.routing import RouteNode, event_field
 from watcher.core.statuses import Severity
 from watcher.notify.apprise_sender import DeliveryResult, Notifier
@@ -82,6 +87,14 @@ class DeliveryPolicy:
     max_backoff: float = 30.0
     queue_size: int = 20_000
     json_max_bytes: int = 1024 * 1024
+    concurrency: int = 4
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The per-message retry caps and backoff."""
+        return RetryPolicy(
+            self.max_attempts, self.retry_for, self.initial_backoff, self.max_backoff
+        )
 
 
 _SIGHT_KINDS = frozenset({EventKind.WATCH_ERROR, EventKind.WATCH_RECOVERED})
@@ -104,12 +117,19 @@ def group_key(route: RouteNode, event: Event) -> Hashable:
     return (route.id, tuple(values))
 
 
-class DeliveryFailed(Exception):
-    """One send attempt failed."""
+@dataclass(eq=False)
+class _Owed:
+    """One rendered message the notifier still owes: in flight, or waiting to retry."""
 
-    def __init__(self, result: DeliveryResult) -> None:
-        super().__init__(result.detail or result.status)
-        self.result = result
+    seq: int
+    message: Message
+    events: list[Event]
+    groups: tuple[Hashable, ...]
+    lanes: frozenset[str]
+    first_at: float
+    attempts: int = 0
+    due: float = float("inf")  # not queued: waits behind an earlier message of a watch
+    sending: bool = False
 
 
 @dataclass(eq=False)
@@ -126,6 +146,7 @@ class NotifierChannel:
     scrub: Callable[[str], str] = str
     channel_id: str | None = None
     fingerprint: str | None = None
+    rng: random.Random = field(default_factory=random.Random)
     sent_messages: int = 0
     sent_events: int = 0
     failed_attempts: int = 0
@@ -134,7 +155,6 @@ class NotifierChannel:
     dropped: int = 0
     folded: int = 0
     failing: bool = False
-    inflight: list[Event] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.grouper: Grouper[Event, RouteNode] = Grouper(max_items=self.policy.queue_size)
@@ -142,6 +162,15 @@ class NotifierChannel:
         self._wakeup = anyio.Event()
         self._closed = False
         self._last_sweep = self.clock.now()
+        self._retry_policy = self.policy.retry
+        self._owed: dict[int, _Owed] = {}
+        self._owed_events = 0
+        self._retries: list[tuple[float, int]] = []  # (due, seq) of owed messages not sending
+        self._sending = 0
+        self._seq = itertools.count()
+        # One FIFO per watch of the owed messages that carry its events: a message goes
+        # out (and retries) only at the head of each, so a watch's messages keep order.
+        self._lanes: dict[str, deque[int]] = {}
 
     @property
     def name(self) -> str:
@@ -159,8 +188,12 @@ class NotifierChannel:
         return self.renderer.fmt
 
     def queued(self) -> int:
-        """Events waiting to be sent."""
-        return len(self.grouper)
+        """Events not delivered yet: pending in groups, in flight, or waiting to retry."""
+        return len(self.grouper) + self._owed_events
+
+    def in_flight(self) -> int:
+        """Events whose message is being sent or waits for its next attempt."""
+        return self._owed_events
 
     def accept(self, event: Event, route: RouteNode) -> bool:
         """Take an event for this notifier (never waits). False when the backlog is full."""
@@ -193,22 +226,52 @@ class NotifierChannel:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Send due groups until closed and drained."""
-        while True:
-            batches = self._next_batches()
-            if batches:
-                await self._send(batches)
-                continue
-            if self._closed and not len(self.grouper):
-                return
-            await self._sleep()
+        """Send due messages until closed and drained; each send is a task of its own."""
+        async with anyio.create_task_group() as sends:
+            while True:
+                self._start_due(sends)
+                if self._closed and not len(self.grouper) and not self._owed:
+                    return
+                await self._sleep()
 
-    def _next_batches(self) -> list[Batch[Event, RouteNode]]:
-        """The next message's batches: one group, or, on the last token, every due group."""
+    # -- choosing what to send ---------------------------------------------------------
+
+    def _start_due(self, sends: TaskGroup) -> None:
+        """Start every send that is due, within the concurrency cap and the rate limit."""
         now = self.clock.now()
         if now - self._last_sweep >= _SWEEP_EVERY:
             self.grouper.sweep(now)
             self._last_sweep = now
+        while self._sending < self.policy.concurrency:
+            owed = self._next_owed(now)
+            if owed is None:
+                batches = self._next_batches(now)
+                if not batches:
+                    return
+                self._owe(batches, now)
+                continue
+            if owed.attempts and not self._closed:
+                # A retry is a request like any other: it waits for a token.
+                self._bucket, ok = budget.take(self._bucket, self.rate, now)
+                if not ok:
+                    return
+            heapq.heappop(self._retries)
+            owed.sending = True
+            self._sending += 1
+            sends.start_soon(self._attempt, owed)
+
+    def _next_owed(self, now: float) -> _Owed | None:
+        """The owed message due first, if it is due at ``now``."""
+        while self._retries:
+            due, seq = self._retries[0]
+            owed = self._owed.get(seq)
+            if owed is not None and not owed.sending and owed.due == due:
+                return owed if due <= now else None
+            heapq.heappop(self._retries)
+        return None
+
+    def _next_batches(self, now: float) -> list[Batch[Event, RouteNode]]:
+        """The next message's batches: one group, or, on the last token, every due group."""
         if self._closed:
             # Shutdown: everything pending goes now, folded into one digest.
             return self.grouper.drain()
@@ -227,15 +290,48 @@ class NotifierChannel:
             self.folded += len(batches) - 1
         return batches
 
+    def _owe(self, batches: list[Batch[Event, RouteNode]], now: float) -> None:
+        """Render ``batches`` into owed messages, due now; hold their groups until done."""
+        if len(batches) == 1:
+            events: Sequence[Event] = batches[0].items
+            route: RouteNode | None = batches[0].context
+        else:
+            events = [e for b in batches for e in b.items]
+            route = None
+        groups = tuple(b.key for b in batches)
+        for message, chunk in self.messages(events, route):
+            lanes = frozenset(e.watch.key for e in chunk)
+            owed = _Owed(next(self._seq), message, chunk, groups, lanes, first_at=now)
+            for group in groups:
+                self.grouper.hold(group)
+            for lane in lanes:
+                self._lanes.setdefault(lane, deque()).append(owed.seq)
+            self._owed[owed.seq] = owed
+            self._owed_events += len(chunk)
+            self._queue_if_first(owed, now)
+
+    def _queue_if_first(self, owed: _Owed, now: float) -> None:
+        """Make ``owed`` due now if it heads the queue of each of its watches."""
+        if all(self._lanes[lane][0] == owed.seq for lane in owed.lanes):
+            owed.due = now
+            heapq.heappush(self._retries, (now, owed.seq))
+
     async def _sleep(self) -> None:
         now = self.clock.now()
-        due = self.grouper.next_due()
         timeout = 3600.0
-        if due is not None:
-            timeout = max(due - now, budget.wait_time(self._bucket, self.rate, now), 0.0)
+        if self._sending < self.policy.concurrency:
+            wait = budget.wait_time(self._bucket, self.rate, now)
+            due = self.grouper.next_due()
+            if due is not None:
+                timeout = max(due - now, wait, 0.0)
+            if self._next_owed(float("inf")) is not None:
+                retry_at = self._retries[0][0]
+                timeout = min(timeout, max(retry_at - now, wait, 0.0))
         self._wakeup = anyio.Event()
         with anyio.move_on_after(timeout):
             await self._wakeup.wait()
+
+    # -- rendering -----------------------------------------------------------------------
 
     def messages(
         self, events: Sequence[Event], route: RouteNode | None
@@ -269,78 +365,90 @@ class NotifierChannel:
         """``message`` with every registered secret masked, title and body."""
         return replace(message, title=self.scrub(message.title), body=self.scrub(message.body))
 
-    async def _send(self, batches: list[Batch[Event, RouteNode]]) -> None:
-        if len(batches) == 1:
-            events: Sequence[Event] = batches[0].items
-            route: RouteNode | None = batches[0].context
-        else:
-            events = [e for b in batches for e in b.items]
-            route = None
-        for message, chunk in self.messages(events, route):
-            await self.deliver(message, chunk)
+    # -- sending -------------------------------------------------------------------------
 
-    async def deliver(self, message: Message, events: list[Event]) -> bool:
-        """Send one message, retrying for up to ``retry_for`` / ``max_attempts``."""
-        self.inflight = events
-        policy = self.policy
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.retry_for),
-            wait=wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff),
-            retry=retry_if_exception_type(DeliveryFailed),
-            sleep=anyio.sleep,
-        )
-        ids = [e.event_id for e in events]
+    async def _attempt(self, owed: _Owed) -> None:
+        """One attempt at ``owed``; then it is delivered, given up, or due again later.
+
+        Cancelled (the shutdown deadline), it stays owed, so :meth:`leftovers` lists it.
+        """
+        owed.attempts += 1
         try:
-            async for attempt in retrying:
-                with attempt:
-                    result = await self.notifier.send(message)
-                    if not result.ok:
-                        self.failed_attempts += 1
-                        log.warning(
-                            "notification attempt failed",
-                            notifier=self.name,
-                            attempt=attempt.retry_state.attempt_number,
-                            status=result.status,
-                            detail=result.detail,
-                            events=len(ids),
-                            event_ids=ids[:20],
-                        )
-                        raise DeliveryFailed(result)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            detail = str(last) if last else "failed"
-            self.failed_messages += 1
-            self.undeliverable += len(events)
-            log.error(
-                "notification undeliverable after retries",
-                notifier=self.name,
-                attempts=exc.last_attempt.attempt_number,
-                detail=detail,
-                events=len(ids),
-                event_ids=ids,
-            )
-            was_failing, self.failing = self.failing, True
-            if not was_failing:
-                await self.log.undeliverable(self, events, detail)
-            return False
+            result = await self.notifier.send(owed.message)
+        except Exception as exc:  # a notifier's bug must not end the channel
+            detail = self.scrub(f"{type(exc).__name__}: {exc}")[:500]
+            result = DeliveryResult(False, "ERROR", detail)
         finally:
-            self.inflight = []
-        self.failing = False
-        self.sent_messages += 1
-        self.sent_events += len(events)
-        await self.log.delivered(self, events)
-        log.info(
-            "notification sent",
+            owed.sending = False
+            self._sending -= 1
+            self._wakeup.set()
+        ids = [e.event_id for e in owed.events]
+        if result.ok:
+            self._settle(owed)
+            self.failing = False
+            self.sent_messages += 1
+            self.sent_events += len(owed.events)
+            log.info(
+                "notification sent",
+                notifier=self.name,
+                title=owed.message.title,
+                attempts=owed.attempts,
+                events=len(ids),
+                event_ids=ids[:20],
+            )
+            await self.log.delivered(self, owed.events)
+            return
+        self.failed_attempts += 1
+        now = self.clock.now()
+        retry_at = next_attempt(self._retry_policy, owed.attempts, owed.first_at, now, self.rng)
+        detail = result.detail or result.status
+        if retry_at is not None:
+            log.warning(
+                "notification attempt failed",
+                notifier=self.name,
+                attempt=owed.attempts,
+                status=result.status,
+                detail=detail,
+                retry_in=round(retry_at - now, 3),
+                events=len(ids),
+                event_ids=ids[:20],
+            )
+            owed.due = retry_at
+            heapq.heappush(self._retries, (retry_at, owed.seq))
+            return
+        self._settle(owed)
+        self.failed_messages += 1
+        self.undeliverable += len(owed.events)
+        log.error(
+            "notification undeliverable after retries",
             notifier=self.name,
-            title=message.title,
+            attempts=owed.attempts,
+            status=result.status,
+            detail=detail,
             events=len(ids),
-            event_ids=ids[:20],
+            event_ids=ids,
         )
-        return True
+        was_failing, self.failing = self.failing, True
+        if not was_failing:
+            await self.log.undeliverable(self, owed.events, detail)
+
+    def _settle(self, owed: _Owed) -> None:
+        """``owed`` is done (sent or given up): its groups may send their next message."""
+        del self._owed[owed.seq]
+        self._owed_events -= len(owed.events)
+        for group in owed.groups:
+            self.grouper.release(group)
+        now = self.clock.now()
+        for lane in owed.lanes:
+            queue = self._lanes[lane]
+            queue.popleft()  # a message is only ever sent at the head of its queues
+            if not queue:
+                del self._lanes[lane]
+            elif (following := self._owed[queue[0]]).due == float("inf"):
+                self._queue_if_first(following, now)
 
     def leftovers(self) -> list[str]:
-        """Event ids still pending or in flight (for the shutdown report)."""
-        ids = [e.event_id for e in self.inflight]
-        for batch in self.grouper.drain():
-            ids.extend(e.event_id for e in batch.items)
+        """Event ids not delivered: in flight, waiting to retry, or pending (shutdown report)."""
+        ids = [e.event_id for owed in self._owed.values() for e in owed.events]
+        ids.extend(e.event_id for e in self.grouper.pending())
         return ids

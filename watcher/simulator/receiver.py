@@ -62,13 +62,22 @@ class Received:
 class WebhookReceiver:
     """Collects POSTs. ``fail_first`` answers the first N with ``fail_status``."""
 
-    def __init__(self, *, fail_first: int = 0, fail_status: int = 500, hang: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        fail_first: int = 0,
+        fail_status: int = 500,
+        hang: bool = False,
+        port: int = 0,
+        on_receive: Callable[[Received], None] | None = None,
+    ) -> None:
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.hang = hang
+        self.on_receive = on_receive
         self.received: list[Received] = []
         self.rejected = 0
-        self.server = HttpServer(self.handle)
+        self.server = HttpServer(self.handle, port=port)
         self._changed = anyio.Event()
 
     @property
@@ -90,9 +99,10 @@ class WebhookReceiver:
             self._changed.set()
             self._changed = anyio.Event()
             return json_response(self.fail_status, b'{"error": "receiver configured to fail"}')
-        self.received.append(
-            Received(request.method, request.path, dict(request.headers), request.body)
-        )
+        received = Received(request.method, request.path, dict(request.headers), request.body)
+        self.received.append(received)
+        if self.on_receive is not None:
+            self.on_receive(received)
         self._changed.set()
         self._changed = anyio.Event()
         return json_response(200, b'{"ok": true}')
