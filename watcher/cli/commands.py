@@ -102,23 +102,7 @@ def run(config: WatcherConfig, settings: Settings, config_path: Path) -> int:
     except BaseExceptionGroup as group:
         # A ConfigError raised inside the daemon's task group (the HTTP port in use,
         # say) reaches the user as its message and exit 2, not as a traceback.
-        config_errors, rest = group.split(ConfigError)
-        if config_errors is None or rest is not None:
+        if (error := ConfigError.only_in(group)) is None:
             raise
-        raise ConfigError(
-            [
-                p
-                for exc in _leaves(config_errors)
-                if isinstance(exc, ConfigError)
-                for p in exc.problems
-            ]
-        ) from None
+        raise error from None
     return EXIT_OK
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions of a (nested) group."""
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return out

@@ -215,11 +215,7 @@ def run_simulator(*, port: int, scenario: str, receiver_port: int = 9000) -> int
         try:
             anyio.run(main)
         except BaseExceptionGroup as group:
-            errors, rest = group.split(ConfigError)
-            if errors is None or rest is not None:
+            if (error := ConfigError.only_in(group)) is None:
                 raise
-            first = errors.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+            raise error from None
     return 0

@@ -24,6 +24,7 @@ from watcher.config.operations import DEFAULT_LISTEN, split_listen
 __all__ = [
     "RemoteError",
     "base_url",
+    "call",
     "health",
     "reload",
     "status",
@@ -59,16 +60,16 @@ def base_url(url: str | None, listen: Callable[[], str | None]) -> str:
     return f"http://{host}:{port}"
 
 
-def auth_headers() -> dict[str, str]:
-    """The ``authorization`` header from ``$WATCHER_API_TOKEN``, if set."""
+def _headers() -> dict[str, str]:
     token = os.environ.get("WATCHER_API_TOKEN", "").strip()
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def _call(method: str, url: str, body: object | None = None) -> Any:
+def call(method: str, url: str, body: object | None = None) -> Any:
+    """One request to the daemon: its JSON answer; :class:`RemoteError` saying why not."""
     try:
         with httpx.Client(timeout=_TIMEOUT, trust_env=False) as client:
-            response = client.request(method, url, json=body, headers=auth_headers())
+            response = client.request(method, url, json=body, headers=_headers())
     except httpx.HTTPError as exc:
         hint = ""
         if url.startswith(f"http://{DEFAULT_LISTEN}/"):
@@ -117,7 +118,7 @@ def _print_watches(watches: Sequence[dict[str, Any]]) -> None:
 
 def status(url: str) -> int:
     """Print the running daemon's watches; exit 1 if any cannot see upstream."""
-    watches = _call("GET", f"{url}/watches")["watches"]
+    watches = call("GET", f"{url}/watches")["watches"]
     if not watches:
         print("no watches")
         return EXIT_OK
@@ -127,7 +128,7 @@ def status(url: str) -> int:
 
 def watch_ls(url: str, as_json: bool) -> int:
     """List the watches (``--json``: as the daemon returns them)."""
-    watches = _call("GET", f"{url}/watches")["watches"]
+    watches = call("GET", f"{url}/watches")["watches"]
     if as_json:
         print(json.dumps(watches, indent=2))
     elif watches:
@@ -172,7 +173,7 @@ def watch_add(
             print("run-watcher: --json: must be an object", file=sys.stderr)
             return EXIT_CONFIG
         entry.update(more)
-    answer = _call("POST", f"{url}/watches", entry)
+    answer = call("POST", f"{url}/watches", entry)
     verb = "added" if answer["created"] else "updated"
     watch = answer["watch"]
     expires = watch.get("expires_at")
@@ -182,14 +183,14 @@ def watch_add(
 
 def watch_rm(url: str, kind: str, ident: str) -> int:
     """``DELETE /watches/{type}/{id}``."""
-    answer = _call("DELETE", f"{url}/watches/{kind}/{ident}")
+    answer = call("DELETE", f"{url}/watches/{kind}/{ident}")
     print(f"removed {answer['removed']}")
     return EXIT_OK
 
 
 def reload(url: str) -> int:
     """``POST /-/reload``: as SIGHUP, but with the answer."""
-    answer = _call("POST", f"{url}/-/reload")
+    answer = call("POST", f"{url}/-/reload")
     print(f"reloaded: {answer['watches']} watches in the config file")
     return EXIT_OK
 
@@ -214,7 +215,7 @@ def health(url: str, ready: bool) -> int:
 
 def silence_ls(url: str) -> int:
     """The silences, from the file and the API."""
-    silences = _call("GET", f"{url}/silences")["silences"]
+    silences = call("GET", f"{url}/silences")["silences"]
     if not silences:
         print("no silences")
         return EXIT_OK
@@ -253,12 +254,12 @@ def silence_add(
         entry["duration"] = duration or "1h"
     if comment:
         entry["comment"] = comment
-    silence = _call("POST", f"{url}/silences", entry)["silence"]
+    silence = call("POST", f"{url}/silences", entry)["silence"]
     print(f"added {silence['id']} until {silence['ends_at']}")
     return EXIT_OK
 
 
 def silence_rm(url: str, ident: str) -> int:
     """``DELETE /silences/{id}``."""
-    print(f"removed {_call('DELETE', f'{url}/silences/{ident}')['removed']}")
+    print(f"removed {call('DELETE', f'{url}/silences/{ident}')['removed']}")
     return EXIT_OK

@@ -22,51 +22,48 @@ from watcher.core.statuses import Severity, Source, classify
 __all__ = ["event_from_mapping", "show", "test"]
 
 
-def _display_name(config: WatcherConfig, index: int) -> str:
-    """A notifier as the daemon's log names it: its ``name``, else its URL with the
+def _display_names(config: WatcherConfig) -> list[str]:
+    """Each notifier as the daemon's log names it: its ``name``, else its URL with the
     secrets masked (apprise's private form); ``notifiers[i]`` when the URL cannot be read."""
-    notifier = config.notifiers[index]
-    if notifier.name:
-        return notifier.name
-    try:
-        from watcher.daemon.logging import SCRUBBER
-        from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
+    from watcher.daemon.logging import SCRUBBER
+    from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
 
-        url = notifier.resolve_url()
-        # The output is scrubbed: a token in the URL's path or query is masked.
-        SCRUBBER.add([part for part in url_secrets(url) if part != url])
-        return f"notifiers[{index}] {AppriseNotifier(url, timeout=1.0).name}"
-    except Exception:  # a URL that needs a missing secret, or that apprise refuses
-        return f"notifiers[{index}]"
-
-
-def _notifier_names(config: WatcherConfig, notify: tuple[str, ...] | None) -> list[str]:
     names = []
     for index, notifier in enumerate(config.notifiers):
-        if notify is None or set(notifier.tags) & set(notify):
-            names.append(_display_name(config, index))
+        name = notifier.name or f"notifiers[{index}]"
+        if not notifier.name:
+            try:
+                url = notifier.resolve_url()
+                # The output is scrubbed: a token in the URL's path or query is masked.
+                SCRUBBER.add([part for part in url_secrets(url) if part != url])
+                name += f" {AppriseNotifier(url, timeout=1.0).name}"
+            except Exception:  # a URL that needs a missing secret, or that apprise refuses
+                pass
+        names.append(name)
     return names
+
+
+def _notifier_names(
+    config: WatcherConfig, names: list[str], notify: tuple[str, ...] | None
+) -> list[str]:
+    return [
+        names[index]
+        for index, notifier in enumerate(config.notifiers)
+        if notify is None or set(notifier.tags) & set(notify)
+    ]
 
 
 def _api_silences(listen: str | None) -> tuple[list[Silence], str]:
     """The API silences of the running daemon (found as ``silence ls`` finds it), and a
     line saying where they came from, or why they could not be read."""
-    import httpx
-
     from watcher.cli import remote
     from watcher.config.notifications import SilenceConfig
 
     try:
         url = remote.base_url(None, lambda: listen)
-    except remote.RemoteError as exc:
+        entries = remote.call("GET", f"{url}/silences")["silences"]
+    except (remote.RemoteError, KeyError, TypeError) as exc:
         return [], f"silences added through the daemon: not shown ({exc})"
-    try:
-        with httpx.Client(timeout=httpx.Timeout(3.0, connect=1.0), trust_env=False) as client:
-            response = client.get(f"{url}/silences", headers=remote.auth_headers())
-        response.raise_for_status()
-        entries = response.json()["silences"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        return [], f"silences added through the daemon: not shown (no answer from {url}: {exc})"
     out: list[Silence] = []
     for entry in entries:
         if entry.get("origin") != "api":
@@ -108,6 +105,7 @@ def _settings_text(node: RouteNode) -> str:
 def show(config: WatcherConfig) -> int:
     """Print the route tree with the notifiers each route reaches."""
     routes = build_routes(config.routes, config.notifications)
+    names = _display_names(config)
 
     def walk(nodes: tuple[RouteNode, ...], depth: int) -> None:
         for node in nodes:
@@ -115,7 +113,9 @@ def show(config: WatcherConfig) -> int:
                 " ".join(_matcher_text(k, m) for k, m in node.matchers.items()) or "(everything)"
             )
             cont = " continue" if node.continue_ else ""
-            notifiers = ", ".join(_notifier_names(config, node.settings.notify)) or "(nobody)"
+            notifiers = (
+                ", ".join(_notifier_names(config, names, node.settings.notify)) or "(nobody)"
+            )
             print(f"{'  ' * depth}{node.id}: match {match}{cont}")
             print(f"{'  ' * depth}  -> {notifiers}  [{_settings_text(node)}]")
             walk(node.children, depth + 1)
@@ -227,10 +227,11 @@ def test(config: WatcherConfig, event_text: str | None, event_file: Path | None)
     if silence is not None:
         print(f"silenced now by {silence.id}: it would not be sent")
     reached: list[str] = []
+    names = _display_names(config)
     for node in resolve(routes, event):
-        names = _notifier_names(config, node.settings.notify)
-        print(f"{node.id} -> {', '.join(names) or '(nobody)'}  [{_settings_text(node)}]")
-        reached += [n for n in names if n not in reached]
+        hit = _notifier_names(config, names, node.settings.notify)
+        print(f"{node.id} -> {', '.join(hit) or '(nobody)'}  [{_settings_text(node)}]")
+        reached += [n for n in hit if n not in reached]
     if not reached:
         print("no notifier: the event would not be sent")
         return 1

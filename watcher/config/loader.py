@@ -24,6 +24,23 @@ class ConfigError(Exception):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    @classmethod
+    def only_in(cls, group: BaseExceptionGroup[BaseException]) -> ConfigError | None:
+        """The problems of a task group that failed only with config errors (a port in
+        use, say), as one error; None when anything else failed too."""
+        errors, rest = group.split(cls)
+        if errors is None or rest is not None:
+            return None
+        problems: list[str] = []
+        pending: list[BaseException] = [errors]
+        while pending:
+            exc = pending.pop(0)
+            if isinstance(exc, BaseExceptionGroup):
+                pending[:0] = exc.exceptions
+            elif isinstance(exc, cls):
+                problems += exc.problems
+        return cls(problems)
+
 
 if TYPE_CHECKING:
     _SafeLoader = yaml.SafeLoader

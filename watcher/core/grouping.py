@@ -133,10 +133,6 @@ class Grouper(Generic[T, C]):
         if group is not None and group.items:
             self._schedule(group)
 
-    def held(self, key: Hashable) -> bool:
-        """Whether group ``key`` is held."""
-        return key in self._held
-
     def next_due(self) -> float | None:
         """When the earliest pending group that is not held is due, if any."""
         while self._due:

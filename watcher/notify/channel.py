@@ -191,10 +191,6 @@ class NotifierChannel:
         """Events not delivered yet: pending in groups, in flight, or waiting to retry."""
         return len(self.grouper) + self._owed_events
 
-    def in_flight(self) -> int:
-        """Events whose message is being sent or waits for its next attempt."""
-        return self._owed_events
-
     def accept(self, event: Event, route: RouteNode) -> bool:
         """Take an event for this notifier (never waits). False when the backlog is full."""
         s = route.settings
