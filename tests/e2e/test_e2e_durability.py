@@ -236,9 +236,14 @@ async def test_finished_runs_are_retired_and_memory_stays_flat(tmp_path: Path) -
             rows = await store.call(
                 lambda: store.db.execute("SELECT count(*) FROM watches").fetchone()[0]
             )
-            outbox = await store.call(
-                lambda: store.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            )
+
+            def count_outbox() -> int:
+                return int(store.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+            # The last message's outbox row goes after its send returns: wait for it.
+            with anyio.fail_after(10):
+                while (outbox := await store.call(count_outbox)) != 0:  # noqa: ASYNC110 - observing the state file
+                    await anyio.sleep(0.05)
     assert sizes == [1, 1, 1, 1], sizes  # only the trigger_runs watch itself stays
     assert rows == 1
     assert outbox == 0
