@@ -128,3 +128,34 @@ def test_statefulset_example_shards_by_pod_ordinal(monkeypatch: pytest.MonkeyPat
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
     assert "state" in claims
+
+
+def test_cluster_example_runs_replicas_on_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "cluster.yaml").read_text()))
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
+    secret = by_name[("Secret", "run-watcher-cluster-keys")]
+    for key, value in secret["stringData"].items():
+        monkeypatch.setenv(key, value)
+    config = parse_config(
+        by_name[("ConfigMap", "run-watcher-cluster")]["data"]["watcher.yaml"], "configmap"
+    )
+    assert config.cluster is not None
+    assert config.shard.count == 1  # the cluster assigns the watches itself
+    assert config.cluster.password() == secret["stringData"]["REDIS_PASSWORD"]
+    # The Redis URL names the Service in front of Redis, on its port.
+    service = by_name[("Service", "run-watcher-redis")]
+    assert config.cluster.where() == f"redis://{service['metadata']['name']}:6379/0"
+    assert service["spec"]["ports"][0]["port"] == 6379
+    watchers = by_name[("Deployment", "run-watcher")]
+    assert watchers["spec"]["replicas"] == 3
+    pod = watchers["spec"]["template"]["spec"]
+    container = _watcher_container(pod)
+    env = {e["name"]: e for e in container["env"]}
+    # Each replica's cluster name is its pod's, so names are unique.
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert {"secretRef": {"name": "run-watcher-cluster-keys"}} in container["envFrom"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert config.http.listen is not None
+    assert container["ports"][0]["containerPort"] == split_listen(config.http.listen)[1]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True

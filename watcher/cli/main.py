@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     remote("status", "show the running daemon's watches (exit 1 if any cannot see upstream)")
+    cluster = remote("cluster", "show the cluster: its members, what each owns, when it renewed")
+    cluster.add_argument("--json", action="store_true", help="print the JSON the daemon returns")
     watch = command("watch", "list, add or remove watches of the running daemon (its HTTP API)")
     watch_sub = watch.add_subparsers(dest="watch_command", metavar="ACTION", required=True)
     ls = _action(watch_sub, "ls", "list the watches")
@@ -227,6 +229,8 @@ def _remote(args: argparse.Namespace) -> int:
         match args.command:
             case "status":
                 return remote.status(url)
+            case "cluster":
+                return remote.cluster(url, args.json)
             case "reload":
                 return remote.reload(url)
             case "health":
@@ -305,7 +309,7 @@ def _main(args: argparse.Namespace) -> int:
 
                 print(shtab.complete(build_parser(), shell=args.shell))
                 return EXIT_OK
-            case "status" | "watch" | "reload" | "health" | "silence":
+            case "status" | "cluster" | "watch" | "reload" | "health" | "silence":
                 return _remote(args)
         config, settings, path = _load(args)
         from watcher.cli import commands

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "RemoteError",
     "base_url",
     "call",
+    "cluster",
     "health",
     "reload",
     "status",
@@ -124,6 +126,35 @@ def status(url: str) -> int:
         return EXIT_OK
     _print_watches(watches)
     return EXIT_FAILED if any(w["state"] == "error" for w in watches) else EXIT_OK
+
+
+def cluster(url: str, as_json: bool) -> int:
+    """Print the cluster as this replica sees it; exit 1 unless it is a member in good
+    standing (degraded, lapsed)."""
+    view = call("GET", f"{url}/cluster")
+    if as_json:
+        print(json.dumps(view, indent=2))
+    else:
+        print(f"this replica: {view['name']} ({view['standing']}), Redis {view['redis']}")
+        if view.get("error"):
+            print(f"error: {view['error']}")
+        rows = [
+            [
+                m["name"] + (" (this one)" if m["name"] == view["name"] else ""),
+                str(m.get("owned", "?")),
+                _ago(m.get("renewed_at")),
+                str(m.get("host", "")),
+            ]
+            for m in view["members"]
+        ]
+        print(table([["MEMBER", "OWNS", "RENEWED", "HOST"], *rows]))
+    return EXIT_OK if view["standing"] == "member" else EXIT_FAILED
+
+
+def _ago(when: object) -> str:
+    if not isinstance(when, int | float):
+        return "?"
+    return f"{max(0.0, time.time() - when):.1f}s ago"
 
 
 def watch_ls(url: str, as_json: bool) -> int:

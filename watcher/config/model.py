@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from watcher.config.base import ApiVersion, Duration, PositiveDuration, Strict
+from watcher.config.cluster import ClusterConfig
 from watcher.config.notifications import (
     NotificationsConfig,
     NotifierConfig,
@@ -195,10 +196,19 @@ class WatcherConfig(Strict):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    cluster: ClusterConfig | None = None
+    """Replicas on Redis (see the README's "Cluster"); without it, one process and its
+    state file."""
     heartbeat: HeartbeatConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> WatcherConfig:
+        if self.cluster is not None and (self.shard.count > 1 or self.shard.index is not None):
+            raise ValueError(
+                "shard and cluster together: a cluster assigns the watches to its live "
+                "members itself (and moves them when one dies); remove shard (or "
+                "WATCHER_SHARD)"
+            )
         keys: dict[str, int] = {}
         for index, watch in enumerate(self.watches):
             key = watch.ref().key

@@ -65,6 +65,11 @@ class HttpConfig(Strict):
         no daemon (a second daemon on the host, a test run)."""
         return "listen" not in self.model_fields_set and self.listen == DEFAULT_LISTEN
 
+    @property
+    def listen_host(self) -> str:
+        """The host part of ``listen`` ("" when off)."""
+        return split_listen(self.listen)[0] if self.listen else ""
+
     def address(self) -> tuple[str, int] | None:
         """(host, port), or None when the endpoints are off."""
         return split_listen(self.listen) if self.listen else None

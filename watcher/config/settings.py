@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from watcher.config.base import ApiVersion
+from watcher.config.loader import ConfigError
 from watcher.config.operations import ShardConfig, split_listen
 from watcher.core.sharding import parse_shard
 
@@ -170,6 +171,13 @@ class Settings(BaseSettings):
             update["http"] = config.http.model_copy(update={"listen": self.watcher_http_listen})
         if self.watcher_shard is not None:
             shard = parse_shard(self.watcher_shard)
+            if config.cluster is not None and shard.count > 1:
+                raise ConfigError(
+                    [
+                        "environment WATCHER_SHARD: with cluster:, the cluster assigns the "
+                        "watches to its live members itself; unset WATCHER_SHARD"
+                    ]
+                )
             update["shard"] = ShardConfig(index=shard.index, count=shard.count)
         return config.model_copy(update=update) if update else config
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watcher.core.sharding import Shard
+from watcher.core.sharding import Ownership
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import classify
 from watcher.core.watch import DiscoveryStep
@@ -36,14 +36,16 @@ class Adoption:
     """Every run left unfollowed because of ``max_runs`` (to tell the operator)."""
 
 
-def plan_adoption(step: DiscoveryStep, *, shard: Shard, following: int, max_runs: int) -> Adoption:
+def plan_adoption(
+    step: DiscoveryStep, *, shard: Ownership, following: int, max_runs: int
+) -> Adoption:
     """Plan a pass's adoptions for a watch that follows ``following`` runs already."""
     room = max_runs - following
     follow: list[tuple[RunSnapshot, bool]] = []
     announce_only: list[RunSnapshot] = []
     over: list[RunSnapshot] = []
     for run in step.baseline_runs:
-        if classify(run.source, run.status).terminal or not shard.owns(run.run_id):
+        if classify(run.source, run.status).terminal or not shard.adopts(run.run_id):
             continue
         if room > 0:
             follow.append((run, False))
@@ -51,7 +53,7 @@ def plan_adoption(step: DiscoveryStep, *, shard: Shard, following: int, max_runs
         else:
             over.append(run)
     for run in step.new_runs:
-        if not shard.owns(run.run_id):
+        if not shard.adopts(run.run_id):
             continue
         if room > 0:
             follow.append((run, True))

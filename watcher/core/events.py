@@ -64,6 +64,8 @@ class EventKind(StrEnum):
     NOTIFIER_FAILED = "notifier.failed"
     STATE_UNAVAILABLE = "state.unavailable"
     STATE_RECOVERED = "state.recovered"
+    CLUSTER_DEGRADED = "cluster.degraded"
+    CLUSTER_RECOVERED = "cluster.recovered"
     WATCHER_HEARTBEAT = "watcher.heartbeat"
 
 

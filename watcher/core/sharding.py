@@ -11,17 +11,24 @@ shards moves only the keys the new shard wins, about ``1 / (n + 1)`` of them
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import blake2b
+from typing import Protocol
 
-__all__ = ["Shard", "ordinal_of", "parse_shard", "shard_of"]
+__all__ = ["Ownership", "Shard", "ordinal_of", "parse_shard", "rendezvous", "shard_of"]
 
 _ORDINAL = re.compile(r"-(\d+)$")
 
 
-def _score(shard: int, key: str) -> int:
+def _score(shard: int | str, key: str) -> int:
     digest = blake2b(f"{shard}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def rendezvous(key: str, candidates: Iterable[str]) -> str | None:
+    """The candidate (a cluster member's name) that owns ``key``; None when there is none."""
+    return max(candidates, key=lambda name: _score(name, key), default=None)
 
 
 def shard_of(key: str, count: int) -> int:
@@ -31,6 +38,24 @@ def shard_of(key: str, count: int) -> int:
     if count == 1:
         return 0
     return max(range(count), key=lambda shard: _score(shard, key))
+
+
+class Ownership(Protocol):
+    """Which watches this process acts on: a static :class:`Shard`, or a cluster's live
+    leases (:mod:`watcher.daemon.cluster`)."""
+
+    def owns(self, key: str) -> bool:
+        """Whether this process polls watch ``key`` and publishes what it finds, now."""
+        ...
+
+    def adopts(self, key: str) -> bool:
+        """Whether this process keeps ``key`` (a configured watch's key, a discovered run's
+        id) in its registry: a cluster keeps every one, so that any member can take it over."""
+        ...
+
+    def follows(self, key: str, run_id: str) -> bool:
+        """Whether this process polls the discovered run ``run_id`` (watch ``key``) now."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +72,14 @@ class Shard:
     def owns(self, key: str) -> bool:
         """Whether ``key`` is this shard's."""
         return self.count == 1 or shard_of(key, self.count) == self.index
+
+    def adopts(self, key: str) -> bool:
+        """A shard keeps only what it owns."""
+        return self.owns(key)
+
+    def follows(self, key: str, run_id: str) -> bool:
+        """A discovered run goes by its id, as :meth:`adopts` placed it."""
+        return self.owns(run_id)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

@@ -49,11 +49,9 @@ from watcher.daemon.build import (
     check_credentials,
     open_clients,
 )
+from watcher.daemon.cluster import build_cluster, join_cluster
 from watcher.daemon.durability import Durability
-from watcher.daemon.http_api import (
-    MAX_REQUEST_BODY,
-    ControlApi,
-)
+from watcher.daemon.http_api import ControlApi, serve_endpoints
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
@@ -102,10 +100,21 @@ class Daemon:
         check_credentials(config, settings)
         SCRUBBER.add(settings.secret_values())
         self.shard: Shard = build_shard(config.shard, hostname or liveness.hostname())
+        self.clock = clock or SystemClock()
+        self.cluster = (
+            build_cluster(
+                config.cluster,
+                hostname=hostname or liveness.hostname(),
+                clock=self.clock,
+                retention=config.retention,
+                send_deadline=config.delivery.timeout + config.delivery.connect_timeout,
+            )
+            if config.cluster is not None
+            else None
+        )
         self.config = config
         self.settings = settings
         self.config_path = config_path
-        self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self._transport = transport
         store = StateStore(config.state_file) if config.state_file is not None else None
@@ -120,6 +129,8 @@ class Daemon:
             on_published=self.metrics.published if self.metrics is not None else None,
         )
         self.dispatcher = self.outbox.dispatcher
+        if self.cluster is not None:
+            self.outbox.shared = self.dispatcher.sends = self.cluster
         self.channels = (
             list(channels)
             if channels is not None
@@ -158,8 +169,8 @@ class Daemon:
             clients=clients,
             workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
             retention=self.config.retention,
-            shard=self.shard,
-            persist=self.durability.enabled,
+            shard=self.cluster or self.shard,
+            persist=self.durability.enabled or self.cluster is not None,
             **({"publish": self.outbox.publish} if publish else {}),
         )
         parallel = clients.get(Source.PARALLEL)
@@ -205,10 +216,11 @@ class Daemon:
         return watcher
 
     async def _restore(self, watcher: Watcher, stored: Stored) -> None:
+        if self.cluster is not None:
+            stored.watches.clear()  # the cluster's copy is the one: read at each takeover
         deletions = watcher.restore(stored)
         await self.outbox.restore(stored)
-        if deletions:
-            await self.durability.commit(deletions, [])
+        await self.outbox.keep(deletions)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -230,9 +242,7 @@ class Daemon:
         every = max(1.0, min(60.0, self.config.retention / 4))
         while True:
             await anyio.sleep(every)
-            writes = watcher.sweep(self.clock.wall().timestamp())
-            if writes:
-                await self.durability.commit(writes, [])
+            await self.outbox.keep(watcher.sweep(self.clock.wall().timestamp()))
 
     async def run(
         self,
@@ -254,6 +264,9 @@ class Daemon:
                     watcher.add(watch)
                 self.overrides.restore(watcher, stored)
                 await self._restore(watcher, stored)
+            if self.cluster is not None:
+                await join_cluster(self.cluster, watcher, self.outbox, self.overrides)
+                stack.push_async_callback(self.cluster.leave)
             if not watcher.registry:
                 watcher.first_pass.set()
             async with anyio.create_task_group() as root:
@@ -264,6 +277,8 @@ class Daemon:
                 if self.systemd.enabled:
                     root.start_soon(liveness.systemd_status, self, self.systemd)
                 root.start_soon(self.overrides.expirer)
+                if self.cluster is not None:
+                    root.start_soon(self.cluster.run)
                 if self.metrics is not None:
                     root.start_soon(watch_loop_lag, self.metrics.loop_lag.observe)
                 dispatch_scope = anyio.CancelScope()
@@ -326,41 +341,20 @@ class Daemon:
     # -- operations: systemd, HTTP, status -------------------------------------------------
 
     async def _serve_http(self, root: anyio.abc.TaskGroup) -> None:
-        address = self.config.http.address()
-        assert address is not None
-        host, port = address
-        token = self.settings.watcher_api_token
         assert self.metrics is not None  # built whenever http.listen is set
-        api = ControlApi(
-            self,
-            self.overrides,
-            metrics=self.metrics,
-            reload=self.reload_from_file,
-            token=token.get_secret_value() if token else None,
-            loopback=is_loopback(host),
+        token = self.settings.watcher_api_token
+        self.http = await serve_endpoints(
+            root,
+            ControlApi(
+                self,
+                self.overrides,
+                metrics=self.metrics,
+                reload=self.reload_from_file,
+                token=token.get_secret_value() if token else None,
+                loopback=is_loopback(self.config.http.listen_host),
+            ),
+            self.config.http,
         )
-        if self.config.http.watch_api and token is None and not is_loopback(host):
-            log.warning(
-                "the watch API is off: the daemon listens beyond loopback and "
-                "WATCHER_API_TOKEN is not set",
-                listen=self.config.http.listen,
-            )
-        server = HttpServer(api.handle, host, port, max_body=MAX_REQUEST_BODY, head_timeout=10.0)
-        try:
-            await root.start(server.serve)
-        except OSError as exc:
-            if self.config.http.default_listen:
-                log.warning(
-                    "HTTP endpoints off: the default address is in use (another daemon on "
-                    "this host?); set http.listen to choose one",
-                    listen=self.config.http.listen,
-                    error=exc.strerror or str(exc),
-                )
-                return
-            raise ConfigError(
-                [f"http.listen {self.config.http.listen}: cannot listen: {exc.strerror or exc}"]
-            ) from None
-        self.http = server
 
     def status_line(self) -> str:
         """One line for ``systemctl status``."""

@@ -14,6 +14,8 @@
                                          ``ends_at`` or ``duration``
 ``DELETE /silences/{id}``                remove a silence added through the API
 ``POST /-/reload``                       re-read the config file (as SIGHUP)
+``GET /cluster``                         with ``cluster:``, the members, what each
+                                         owns, when it renewed; else 404
 =======================================  =========================================
 
 ``/watches``, ``/silences`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
@@ -29,17 +31,20 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import anyio.abc
 import structlog
 
+from watcher.config.loader import ConfigError
+from watcher.config.operations import HttpConfig, is_loopback
 from watcher.daemon.api_errors import Rejected
 from watcher.daemon.api_silences import ApiSilence, parse_silence_request
 from watcher.daemon.api_watches import WatchRequest, parse_watch_request
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.metrics import CONTENT_TYPE, Metrics
 from watcher.daemon.views import DaemonView, count_watches, watch_view, watch_views
-from watcher.http_server import Request, Response, json_response
+from watcher.http_server import HttpServer, Request, Response, json_response
 
-__all__ = ["MAX_REQUEST_BODY", "Control", "ControlApi"]
+__all__ = ["MAX_REQUEST_BODY", "Control", "ControlApi", "serve_endpoints"]
 
 log = structlog.get_logger("watcher.http")
 
@@ -103,6 +108,8 @@ class ControlApi:
         self.reload = reload
         self._token = token.encode() if token else None
         self._open = loopback and token is None
+        self.guarded = token is not None
+        """Whether the control API asks for a token."""
         self.watch_api = view.config.http.watch_api
 
     # -- dispatch -----------------------------------------------------------------------
@@ -122,6 +129,7 @@ class ControlApi:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
+            "/cluster": self._cluster,
         }
         if path in simple:
             if method not in ("GET", "HEAD"):
@@ -180,7 +188,16 @@ class ControlApi:
         reasons = self.view.not_ready()
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
+        cluster = self.view.cluster
+        if cluster is not None and (standing := cluster.standing().value) != "member":
+            # Still 200: a replica failing open is watching, and must not be restarted.
+            return _json(200, {"ready": True, "degraded": True, "cluster": standing})
         return _json(200, {"ready": True})
+
+    async def _cluster(self, request: Request) -> Response:
+        if self.view.cluster is None:
+            return _problem(404, "no cluster: this daemon runs alone (no cluster: section)")
+        return _json(200, SCRUBBER.value(await self.view.cluster.view()))
 
     async def _metrics(self, request: Request) -> Response:
         watcher = self.view.watcher
@@ -252,3 +269,35 @@ class ControlApi:
         if await self.reload():
             return _json(200, {"reloaded": True, "watches": len(self.view.config.watches)})
         return _problem(422, "reload refused; the running configuration stays (see the log)")
+
+
+async def serve_endpoints(
+    root: anyio.abc.TaskGroup, api: ControlApi, config: HttpConfig
+) -> HttpServer | None:
+    """Serve ``api`` on ``http.listen`` in ``root``; None when the *default* address is
+    taken (a warning: another daemon on the host), ``ConfigError`` when a chosen one is."""
+    address = config.address()
+    assert address is not None
+    host, port = address
+    if config.watch_api and not api.guarded and not is_loopback(host):
+        log.warning(
+            "the watch API is off: the daemon listens beyond loopback and "
+            "WATCHER_API_TOKEN is not set",
+            listen=config.listen,
+        )
+    server = HttpServer(api.handle, host, port, max_body=MAX_REQUEST_BODY, head_timeout=10.0)
+    try:
+        await root.start(server.serve)
+    except OSError as exc:
+        if config.default_listen:
+            log.warning(
+                "HTTP endpoints off: the default address is in use (another daemon on "
+                "this host?); set http.listen to choose one",
+                listen=config.listen,
+                error=exc.strerror or str(exc),
+            )
+            return None
+        raise ConfigError(
+            [f"http.listen {config.listen}: cannot listen: {exc.strerror or exc}"]
+        ) from None
+    return server

@@ -164,6 +164,7 @@ class _DaemonCollector(Collector):
         if d.durability.enabled:
             durability.add_metric([], int(d.durability.healthy))
         yield durability
+        yield from self._cluster()
         yield CounterMetricFamily(
             "run_watcher_events_silenced",
             "Events a silence held back.",
@@ -173,6 +174,49 @@ class _DaemonCollector(Collector):
             "run_watcher_events_unrouted",
             "Events that reached no notifier.",
             value=d.dispatcher.unrouted,
+        )
+
+    def _cluster(self) -> Iterator[Metric]:
+        cluster = self.daemon.cluster
+        if cluster is None:
+            return
+        yield GaugeMetricFamily(
+            "run_watcher_cluster_members",
+            "Live members of the cluster, as the last renewal listed them.",
+            value=len(cluster.membership.members),
+        )
+        yield GaugeMetricFamily(
+            "run_watcher_cluster_owned_watches",
+            "Watches whose lease this replica holds.",
+            value=len(cluster.held),
+        )
+        standing = GaugeMetricFamily(
+            "run_watcher_cluster_standing",
+            "1 for this replica's standing: member, lapsed, fail-open-held, fail-open-all.",
+            labels=["standing"],
+        )
+        now = cluster.standing()
+        for each in type(now):
+            standing.add_metric([each.value], int(each is now))
+        yield standing
+        yield CounterMetricFamily(
+            "run_watcher_cluster_takeovers",
+            "Watches taken over with the state another replica left.",
+            value=cluster.takeovers,
+        )
+        claims = CounterMetricFamily(
+            "run_watcher_cluster_log_claims",
+            "Notification log claims by outcome: sent (this replica sends), peer (another "
+            "sent it: dropped), partial, unavailable (Redis down: sent anyway).",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "peer", "partial", "unavailable"):
+            claims.add_metric([outcome], cluster.claims[outcome])
+        yield claims
+        yield CounterMetricFamily(
+            "run_watcher_cluster_refused_writes",
+            "State writes the lease's epoch refused (the watch had moved on).",
+            value=cluster.refused_writes,
         )
 
     def _watches(self) -> Iterator[Metric]:

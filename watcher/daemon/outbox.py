@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -28,6 +29,14 @@ from watcher.notify.serialize import condition_from_dict, event_from_dict, event
 __all__ = ["Outbox"]
 
 log = structlog.get_logger("watcher.outbox")
+
+
+class SharedStates(Protocol):
+    """Where watch states go instead of the state file (a cluster's Redis)."""
+
+    async def write(self, writes: Sequence[WatchWrite]) -> None:
+        """Write (or with ``state=None`` delete) watch states."""
+        ...
 
 
 class Outbox:
@@ -52,6 +61,8 @@ class Outbox:
         self.state_file = state_file
         self.on_published = on_published
         self.dispatcher = Dispatcher(routes, clock, sink=self.commit, silences=silences)
+        self.shared: SharedStates | None = None
+        """With ``cluster:``, watch states live there; the state file keeps the outbox."""
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -68,6 +79,7 @@ class Outbox:
             for d in plan.deliveries
         ]
         healthy = self.durability.healthy
+        writes = await self._share(writes)
         await self.durability.commit(writes, rows, list(plan.conditions.items()))
         self.dispatcher.apply(plan)
         if self.durability.healthy != healthy:
@@ -77,8 +89,38 @@ class Outbox:
         """Watches that are gone: drop their states and the conditions they held open."""
         for write in writes:
             self.dispatcher.conditions.forget_watch(write.key)
-        if writes:
+        await self.keep(writes)
+
+    async def keep(self, writes: Sequence[WatchWrite]) -> None:
+        """Persist watch states alone (retirements, restores)."""
+        if writes := await self._share(writes):
             await self.durability.commit(writes, [])
+
+    async def _share(self, writes: Sequence[WatchWrite]) -> Sequence[WatchWrite]:
+        """Hand the states to the cluster when there is one; what the state file keeps."""
+        if self.shared is None or not writes:
+            return writes
+        await self.shared.write(writes)
+        return ()
+
+    async def announce_cluster(self, degraded: bool, where: str, error: str | None) -> None:
+        """The cluster lost (or regained) Redis: one event, from the replica that speaks."""
+        now = self.clock.wall()
+        kind = EventKind.CLUSTER_DEGRADED if degraded else EventKind.CLUSTER_RECOVERED
+        details: dict[str, object] = (
+            {
+                "from": "ok",
+                "to": "degraded",
+                "error": error or "",
+                "message": "every replica keeps watching (duplicates possible, nothing lost)",
+            }
+            if degraded
+            else {"from": "degraded", "to": "ok", "message": "one owner per watch again"}
+        )
+        severity = Severity.WARNING if degraded else Severity.INFO
+        await self.dispatcher.broadcast(
+            watcher_event(kind, severity, where, now, details, now.isoformat())
+        )
 
     # -- the delivery log (every channel's) -------------------------------------------------
 

@@ -9,7 +9,8 @@ expirer removes them when their time is up.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -37,6 +38,14 @@ __all__ = ["Overrides"]
 log = structlog.get_logger("watcher.daemon")
 
 
+class SharedEntries(Protocol):
+    """Where a cluster keeps what the API added, for every replica."""
+
+    async def put_entry(self, table: str, ident: str, entry: dict[str, Any] | None) -> None:
+        """Keep (or with ``None`` forget) an entry of ``table``."""
+        ...
+
+
 class Overrides:
     """The API's watches and silences: added, removed, expired, restored after a restart."""
 
@@ -56,6 +65,8 @@ class Overrides:
         self.watches: dict[str, ApiWatch] = {}
         self.silences: dict[str, ApiSilence] = {}
         self._changed = anyio.Event()
+        self.shared: SharedEntries | None = None
+        """With ``cluster:``, silences added here hold on every replica."""
 
     def file_keys(self, config: WatcherConfig | None = None) -> set[str]:
         """The keys of the watches in the config file."""
@@ -168,6 +179,7 @@ class Overrides:
         self.silences[silence.id] = silence
         self.install_silences(self._config())
         await self.durability.api_silence(silence.id, silence.entry)
+        await self._share_silence(silence.id, silence.entry)
         self._changed.set()
         log.info(
             "silence added through the API",
@@ -187,7 +199,26 @@ class Overrides:
         del self.silences[ident]
         self.install_silences(self._config())
         await self.durability.api_silence(ident, None)
+        await self._share_silence(ident, None)
         log.info(f"silence {reason}", silence=ident)
+
+    async def _share_silence(self, ident: str, entry: dict[str, Any] | None) -> None:
+        if self.shared is None:
+            return
+        try:
+            await self.shared.put_entry("silences", ident, entry)
+        except Exception as exc:  # Redis down: this replica's silence holds here meanwhile
+            log.warning("silence not shared with the cluster", silence=ident, error=str(exc))
+
+    def sync_silences(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        """Take the cluster's API silences (every replica's ``silence add``) as this one's."""
+        now = self.clock.wall()
+        current = {ident: a.entry for ident, a in self.silences.items()}
+        if current == dict(entries):
+            return
+        self.silences = restore_api_silences(entries, now)
+        self.install_silences(self._config())
+        self._changed.set()
 
     # -- expiry -----------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ with the pollers that serve it.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import structlog
@@ -23,7 +23,7 @@ from watcher.core.coverage import Announced
 from watcher.core.events import Event, WatchType
 from watcher.core.health import counts_as_seen
 from watcher.core.schedule import SchedulePolicy, initial_state
-from watcher.core.sharding import Shard
+from watcher.core.sharding import Ownership, Shard
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
 from watcher.core.watch import DiscoveryState, WatchState, new_watch_state
@@ -71,7 +71,7 @@ class WatchRegistry:
         workers: dict[Source, int],
         publish: Publish = _discard,
         retention: float = 86400.0,
-        shard: Shard | None = None,
+        shard: Ownership | None = None,
         persist: bool = True,
     ) -> None:
         self.polling = polling
@@ -98,7 +98,7 @@ class WatchRegistry:
         self.started_at: datetime = clock.wall()
         self.events_published = 0
         self.retired = 0
-        self.shard = shard or Shard()
+        self.shard: Ownership = shard or Shard()
         self.persist = persist
         """Whether states go to a state file; without one, polls skip serialising them."""
         self.on_poll: Callable[[WatchRuntime, float], None] | None = None
@@ -106,6 +106,8 @@ class WatchRegistry:
         self.last_ok_wall: dict[Source, float] = {}
         """Unix time of the last successful poll, per upstream."""
         self._unpolled: set[str] = set()
+        self.dormant: set[str] = set()
+        """Watches another process owns now: not polled until :meth:`wake`."""
         self.streams: GroupStreams | None = None
         self.realtime: RealtimeFeed | None = None
         """The Trigger.dev environment's realtime feed (set by the daemon when it is on)."""
@@ -165,7 +167,7 @@ class WatchRegistry:
         """The watches this shard polls. ``trigger_runs`` watches list on every shard;
         the runs they discover are sharded one by one."""
         return [
-            w for w in watches if isinstance(w, TriggerRunsWatch) or self.shard.owns(w.ref().key)
+            w for w in watches if isinstance(w, TriggerRunsWatch) or self.shard.adopts(w.ref().key)
         ]
 
     def add(self, watch: WatchConfig) -> WatchRuntime:
@@ -301,6 +303,41 @@ class WatchRegistry:
         if restored:
             log.info("watch states restored from the state file", watches=restored)
         return writes
+
+    def acts_on(self, rt: WatchRuntime) -> bool:
+        """Whether this process polls ``rt`` and publishes what it finds (its shard's, or
+        its lease in a cluster)."""
+        if rt.parent is None:
+            return self.shard.owns(rt.key)
+        return self.shard.follows(rt.key, rt.subject_id)
+
+    def take_state(self, key: str, data: dict[str, Any], finished_at: float | None) -> bool:
+        """Take over ``key`` with the state another replica left (a cluster takeover); a
+        change made meanwhile is announced once, ``seen_late``. False when not usable."""
+        rt = self.registry.get(key)
+        if rt is None:
+            return False
+        try:
+            if rt.parent is None:
+                self._restore_own(rt, data, finished_at)
+            else:
+                watch = self.configs[rt.parent]
+                rt.state = watch_state_from_dict(data, self._run_policy(watch))
+                rt.saved, rt.restored, rt.finished_at = dict(data), True, finished_at
+        except CodecError as exc:
+            log.warning(
+                "shared state not usable; the watch starts afresh", watch=key, error=str(exc)
+            )
+            return False
+        return True
+
+    def wake(self, keys: Iterable[str]) -> None:
+        """Poll now the ``keys`` that were left dormant (another replica owned them)."""
+        for key in keys:
+            if key in self.dormant and (rt := self.registry.get(key)) is not None:
+                self.dormant.discard(key)
+                if not rt.removed and rt.finished_at is None:
+                    self.schedulers[rt.source].schedule(rt, 0.0)
 
     def _restore_own(
         self, rt: WatchRuntime, data: dict[str, object], finished_at: float | None

@@ -20,6 +20,7 @@ from watcher.core.sharding import Shard
 from watcher.core.snapshots import GroupSnapshot
 from watcher.core.watch import DiscoveryState, WatchState, describe
 from watcher.daemon.api_watches import ApiWatch
+from watcher.daemon.cluster import Cluster
 from watcher.daemon.durability import Durability
 from watcher.daemon.runtime import WatchRuntime
 from watcher.daemon.watcher import Watcher
@@ -80,6 +81,11 @@ class DaemonView(Protocol):
     @property
     def watcher(self) -> Watcher | None:
         """The watches (None until built)."""
+        ...
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This replica's part in a cluster (None without ``cluster:``)."""
         ...
 
     @property
@@ -185,6 +191,9 @@ def status_line(view: DaemonView) -> str:
         line += ", state file unavailable"
     if view.shard.count > 1:
         line += f" (shard {view.shard})"
+    if view.cluster is not None:
+        line += f" (cluster {view.cluster.name}: {view.cluster.standing().value}, "
+        line += f"owns {len(view.cluster.held)})"
     return line
 
 

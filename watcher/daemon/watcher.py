@@ -89,6 +89,11 @@ class Watcher(WatchRegistry):
         """Poll ``rt`` once, apply the result, publish its events, schedule the next poll."""
         if rt.removed:
             return
+        if rt.kind is not Kind.DISCOVERY and not self.acts_on(rt):
+            # Another replica's now: dormant until the cluster hands it back (wake).
+            self.dormant.add(rt.key)
+            self._mark_polled(rt.key)
+            return
         rt.polls += 1
         rt.last_poll_at = started = self.clock.now()
         try:
@@ -184,6 +189,10 @@ class Watcher(WatchRegistry):
         return [WatchWrite(rt.key, rt.subject_id, durable, rt.parent, rt.finished_at)]
 
     async def _apply(self, rt: WatchRuntime, step: Step) -> None:
+        if not self.acts_on(rt):
+            # The lease moved while the fetch was out: its new holder reports it.
+            self.dormant.add(rt.key)
+            return
         rt.state = step.state
         events: Sequence[Event] = step.events
         if rt.restored and step.state.health.healthy:

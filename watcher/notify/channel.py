@@ -42,7 +42,14 @@ from watcher.notify.render import Message
 from watcher.notify.serialize import event_to_json
 from watcher.notify.templates import MessageRenderer, TemplateSpec
 
-__all__ = ["DeliveryLog", "DeliveryPolicy", "NotifierChannel", "Unlogged", "group_key"]
+__all__ = [
+    "DeliveryLog",
+    "DeliveryPolicy",
+    "NotifierChannel",
+    "SendLog",
+    "Unlogged",
+    "group_key",
+]
 
 log = structlog.get_logger("watcher.notify")
 
@@ -61,6 +68,19 @@ class DeliveryLog(Protocol):
         self, channel: NotifierChannel, events: Sequence[Event], detail: str
     ) -> None:
         """``channel`` gave up on ``events`` after its retries; ``detail`` is the notifier's reason."""
+        ...
+
+
+class SendLog(Protocol):
+    """A notification log shared by replicas (a cluster's): one copy of each send."""
+
+    async def claim(self, notifier: str, event_ids: Sequence[str]) -> set[str]:
+        """Claim the sends of ``event_ids``; the ids another replica claimed or sent (an
+        empty set when the log cannot be reached: sending twice beats not sending)."""
+        ...
+
+    async def sent(self, notifier: str, event_ids: Sequence[str]) -> None:
+        """Record that ``event_ids`` went out."""
         ...
 
 
@@ -155,6 +175,10 @@ class NotifierChannel:
     dropped: int = 0
     folded: int = 0
     failing: bool = False
+    sends: SendLog | None = None
+    """The cluster's notification log; None for a single process."""
+    peer_sent: int = 0
+    """Events another replica had sent already (their copy here was dropped)."""
 
     def __post_init__(self) -> None:
         self.grouper: Grouper[Event, RouteNode] = Grouper(max_items=self.policy.queue_size)
@@ -369,8 +393,14 @@ class NotifierChannel:
         Cancelled (the shutdown deadline), it stays owed, so :meth:`leftovers` lists it.
         """
         owed.attempts += 1
+        ids = [e.event_id for e in owed.events]
+        by_peer = False
         try:
-            result = await self.notifier.send(owed.message)
+            if self.sends is not None and set(ids) <= await self.sends.claim(self.id, ids):
+                by_peer = True
+                result = DeliveryResult(True, "PEER", "another replica sent it")
+            else:
+                result = await self.notifier.send(owed.message)
         except Exception as exc:  # a notifier's bug must not end the channel
             detail = self.scrub(f"{type(exc).__name__}: {exc}")[:500]
             result = DeliveryResult(False, "ERROR", detail)
@@ -378,7 +408,17 @@ class NotifierChannel:
             owed.sending = False
             self._sending -= 1
             self._wakeup.set()
-        ids = [e.event_id for e in owed.events]
+        if by_peer:
+            self._settle(owed)
+            self.peer_sent += len(ids)
+            log.info(
+                "notification already sent by another replica; this copy dropped",
+                notifier=self.name,
+                events=len(ids),
+                event_ids=ids[:20],
+            )
+            await self.log.delivered(self, owed.events)
+            return
         if result.ok:
             self._settle(owed)
             self.failing = False
@@ -392,6 +432,8 @@ class NotifierChannel:
                 events=len(ids),
                 event_ids=ids[:20],
             )
+            if self.sends is not None:
+                await self.sends.sent(self.id, ids)
             await self.log.delivered(self, owed.events)
             return
         self.failed_attempts += 1

@@ -31,7 +31,7 @@ from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze, m
 from watcher.core.routing import RouteNode, RouteSettings, resolve
 from watcher.core.silences import Silence, silenced_by
 from watcher.core.statuses import Severity, Source
-from watcher.notify.channel import NotifierChannel
+from watcher.notify.channel import NotifierChannel, SendLog
 from watcher.notify.serialize import condition_to_dict
 
 __all__ = ["DEFAULT_ROUTE", "Delivery", "Dispatcher", "Plan", "watcher_event"]
@@ -125,6 +125,8 @@ class Dispatcher:
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self.channels: list[NotifierChannel] = []
+        self.sends: SendLog | None = None
+        """A cluster's notification log, handed to every channel (set before configure)."""
         self.configure(routes, silences, channels)
 
     # -- configuration -------------------------------------------------------------------
@@ -146,6 +148,8 @@ class Dispatcher:
         gone = [c for c in self.channels if c not in channels]
         new = [c for c in channels if c not in self.channels]
         self.channels = list(channels)
+        for channel in self.channels:
+            channel.sends = self.sends
         for channel in gone:
             channel.close()
         if self._tg is not None:

@@ -126,6 +126,12 @@ def default_title(event: Event) -> str:
             return f"[DURABILITY LOST] state file {event.subject_id} not writable: watching goes on in memory"
         case EventKind.STATE_RECOVERED:
             return f"[DURABILITY RESTORED] state file {event.subject_id} writable again"
+        case EventKind.CLUSTER_DEGRADED:
+            return f"[CLUSTER DEGRADED] {event.subject_id}: Redis unreachable, replicas fail open"
+        case EventKind.CLUSTER_RECOVERED:
+            return (
+                f"[CLUSTER RECOVERED] {event.subject_id}: Redis answers, one owner per watch again"
+            )
         case EventKind.WATCHER_HEARTBEAT:
             return f"[ALIVE] run-watcher on {event.subject_id}: {d.get('status', 'watching')}"
 
@@ -168,6 +174,11 @@ def _body(event: Event) -> list[str]:
         lines.append(f"State file: {event.subject_id}")
         if d.get("message"):
             lines.append(str(d["message"]))
+    elif event.kind in (EventKind.CLUSTER_DEGRADED, EventKind.CLUSTER_RECOVERED):
+        if d.get("message"):
+            lines.append(str(d["message"]))
+        if d.get("error"):
+            lines.append(f"Error: {d['error']}")
     elif event.kind is EventKind.WATCHER_HEARTBEAT:
         lines.append(
             f"Alive for {format_duration(float(d.get('uptime_seconds', 0)))}; "

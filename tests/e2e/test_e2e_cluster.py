@@ -1,0 +1,323 @@
+"""Three replicas on a real redis-server against the simulator: one copy to humans, a
+SIGKILLed replica's watches taken over with their state, Redis down and back, a paused
+replica that wakes up and acts on nothing stale."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import yaml
+from anyio.abc import Process, TaskGroup
+from cli_harness import CLI, clean_env, free_port, simulator_and_receiver
+from redis_server import RedisServer, running_redis
+
+from watcher.simulator.receiver import WebhookReceiver
+from watcher.simulator.world import World
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+LEASE = 3.0
+DEGRADED = (
+    "cluster degraded: Redis unreachable; watching what this replica held, "
+    "and every watch after the lease"
+)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from running_redis(tmp_path)
+
+
+@dataclass
+class Replica:
+    """One ``run-watcher run`` process of the cluster."""
+
+    name: str
+    port: int
+    proc: Process
+    log: list[str] = field(default_factory=list)
+
+    def lines(self, event: str) -> list[dict[str, Any]]:
+        """Its JSON log lines whose event is ``event``."""
+        out = []
+        for line in self.log:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if doc.get("event") == event:
+                out.append(doc)
+        return out
+
+    async def cluster(self) -> dict[str, Any]:
+        """Its ``GET /cluster``."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            answer = await client.get(f"http://127.0.0.1:{self.port}/cluster")
+        doc: dict[str, Any] = answer.json()
+        return doc
+
+
+class Stage:
+    """The simulator, the receiver, Redis and the replicas of one test."""
+
+    def __init__(
+        self, tmp_path: Path, world: World, receiver: WebhookReceiver, sim_url: str, tg: TaskGroup
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.world = world
+        self.receiver = receiver
+        self.sim_url = sim_url
+        self.tg = tg
+        self.replicas: dict[str, Replica] = {}
+
+    def config(self, redis_url: str, runs: list[str]) -> Path:
+        path = self.tmp_path / "watcher.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "polling": {"min_interval": "300ms", "max_interval": "1s"},
+                    "sources": {"trigger": {"realtime": False}},
+                    "notifications": {"group_wait": "0s", "group_interval": "200ms"},
+                    "watches": [{"type": "trigger_run", "id": r} for r in runs],
+                    "notifiers": [
+                        {
+                            "url": self.receiver.apprise_url("json"),
+                            "tags": ["all"],
+                            "format": "json",
+                            "name": "audit",
+                        }
+                    ],
+                    "delivery": {"initial_backoff": "100ms", "max_backoff": "500ms"},
+                    "cluster": {"redis_url": redis_url, "lease": f"{LEASE}s", "timeout": "1s"},
+                }
+            )
+        )
+        return path
+
+    async def start(self, name: str, config: Path) -> Replica:
+        port = free_port()
+        env = clean_env(
+            TRIGGER_API_URL=self.sim_url,
+            TRIGGER_SECRET_KEY=self.world.trigger_key,
+            POD_NAME=name,
+            WATCHER_HTTP_LISTEN=f"127.0.0.1:{port}",
+        )
+        proc = await anyio.open_process(
+            [*CLI, "run", "--config", str(config), "--log-format", "json"],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        replica = Replica(name, port, proc)
+        self.replicas[name] = replica
+        ready = anyio.Event()
+
+        async def read() -> None:
+            assert proc.stderr is not None
+            buffer = b""
+            async for chunk in proc.stderr:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    replica.log.append(text)
+                    if "every watch polled once" in text:
+                        ready.set()
+
+        self.tg.start_soon(read)
+        with anyio.fail_after(30):
+            await ready.wait()
+        return replica
+
+    async def until(self, predicate: Callable[[], bool], within: float = 30.0) -> None:
+        """Wait for a condition of the replicas (their logs, their endpoints)."""
+        with anyio.fail_after(within):
+            while not predicate():  # noqa: ASYNC110 - observing other processes
+                await anyio.sleep(0.05)
+
+    async def settled_ownership(self, names: list[str], watches: int) -> None:
+        """Every watch owned by exactly one of ``names``, each owning some."""
+        with anyio.fail_after(30):
+            while True:
+                views = [await self.replicas[n].cluster() for n in names]
+                owned = [v["owned"] for v in views]
+                if (
+                    sum(owned) == watches
+                    and all(owned)
+                    and all(v["standing"] == "member" for v in views)
+                ):
+                    return
+                await anyio.sleep(0.1)
+
+    def delivered(self, pairs: set[tuple[str, str]]) -> Callable[[list[Any]], bool]:
+        return lambda rs: {(e["subject_id"], e["to_status"]) for r in rs for e in r.events} >= pairs
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        return Counter(
+            (e["subject_id"], e["to_status"])
+            for e in self.receiver.events()
+            if not e["kind"].startswith("cluster.")
+        )
+
+    async def stop_all(self) -> None:
+        for replica in self.replicas.values():
+            if replica.proc.returncode is None:
+                replica.proc.send_signal(signal.SIGCONT)
+                replica.proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            for replica in self.replicas.values():
+                await replica.proc.wait()
+
+
+@asynccontextmanager
+async def stage(tmp_path: Path, world: World) -> AsyncIterator[Stage]:
+    async with simulator_and_receiver(world) as (sim, receiver), anyio.create_task_group() as tg:
+        st = Stage(tmp_path, world, receiver, sim.url, tg)
+        try:
+            yield st
+        finally:
+            await st.stop_all()
+            tg.cancel_scope.cancel()
+
+
+async def test_three_replicas_one_copy_takeover_redis_outage_and_rejoin(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    world = World()
+    runs = [f"run_c{i:02d}" for i in range(30)]
+    for run_id in runs:
+        world.add_trigger_run(run_id, "job", "QUEUED")
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, runs)
+        for name in ("r0", "r1", "r2"):
+            await st.start(name, config)
+        await st.settled_ownership(["r0", "r1", "r2"], len(runs))
+        polls_before = world.requests.get("trigger.run", 0)
+
+        # Steady: each transition once, from whichever replica owns the run.
+        steady = {(r, "EXECUTING") for r in runs[:10]}
+        for run_id in runs[:10]:
+            world.set_trigger_run(run_id, "EXECUTING")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(steady))
+        # One replica's worth of polls: 30 watches at most every 300 ms, for the time taken.
+        assert world.requests.get("trigger.run", 0) - polls_before < 30 * 40
+
+        # SIGKILL one replica mid-storm: its runs are taken over with their state.
+        victim = st.replicas["r0"]
+        for run_id in runs[10:20]:
+            world.set_trigger_run(run_id, "EXECUTING")
+        victim.proc.kill()
+        await victim.proc.wait()
+        killed_at = anyio.current_time()
+        storm = {(r, "EXECUTING") for r in runs[10:20]}
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(storm))
+        await st.settled_ownership(["r1", "r2"], len(runs))
+        assert anyio.current_time() - killed_at < LEASE + LEASE / 3 + 5
+        # What r0 announced before it died is not announced again by its successors.
+        assert all(n == 1 for key, n in st.counts().items() if key in steady), st.counts()
+        assert all(n <= 2 for key, n in st.counts().items() if key in storm), st.counts()
+
+        # Redis down for a while (past the lease: every replica watches everything).
+        redis.stop()
+        down = {(r, "FAILED") for r in runs[:5]}
+        survivors = (st.replicas["r1"], st.replicas["r2"])
+        await st.until(lambda: all(r.lines(DEGRADED) for r in survivors))
+        for run_id in runs[:5]:
+            world.set_trigger_run(run_id, "FAILED", "while Redis was down")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(down))
+        redis.start()
+        await st.settled_ownership(["r1", "r2"], len(runs))
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(
+                lambda rs: any(e["kind"] == "cluster.recovered" for r in rs for e in r.events)
+            )
+
+        # Back: exactly once again.
+        after = {(r, "COMPLETED") for r in runs[20:25]}
+        for run_id in runs[20:25]:
+            world.set_trigger_run(run_id, "EXECUTING")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered({(r, "EXECUTING") for r in runs[20:25]}))
+        for run_id in runs[20:25]:
+            world.set_trigger_run(run_id, "COMPLETED")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(after))
+
+        # The killed replica rejoins: it takes its share back, with the shared state.
+        await st.start("r0", config)
+        await st.settled_ownership(["r0", "r1", "r2"], len(runs))
+        rejoin = {(r, "EXECUTING") for r in runs[25:]}
+        for run_id in runs[25:]:
+            world.set_trigger_run(run_id, "EXECUTING")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(rejoin))
+        # A last round over every replica, then a clean stop.
+        for replica in st.replicas.values():
+            if replica.proc.returncode is None:
+                replica.proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            for replica in st.replicas.values():
+                await replica.proc.wait()
+        counts = st.counts()
+        kinds = Counter(e["kind"] for e in st.receiver.events())
+
+    assert all(n == 1 for key, n in counts.items() if key in after | rejoin), counts
+    assert all(n <= 3 for n in counts.values()), counts
+    assert kinds["cluster.degraded"] == 1, kinds
+    assert kinds["cluster.recovered"] == 1, kinds
+    everything = steady | storm | down | after | rejoin
+    assert set(counts) >= everything
+    # Duplicates come only from the Redis outage (both survivors watched everything).
+    assert sum(n - 1 for key, n in counts.items() if key not in down) <= len(storm)
+
+
+async def test_a_paused_replica_wakes_up_and_sends_nothing_stale(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    world = World()
+    runs = [f"run_p{i:02d}" for i in range(8)]
+    for run_id in runs:
+        world.add_trigger_run(run_id, "job", "QUEUED")
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, runs)
+        for name in ("r0", "r1"):
+            await st.start(name, config)
+        await st.settled_ownership(["r0", "r1"], len(runs))
+        paused = st.replicas["r0"]
+        paused.proc.send_signal(signal.SIGSTOP)  # longer than the lease
+        moved = {(r, "EXECUTING") for r in runs}
+        for run_id in runs:
+            world.set_trigger_run(run_id, "EXECUTING")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(moved))
+        await st.until(lambda: st.replicas["r1"].lines("joined the cluster") != [])
+        with anyio.fail_after(30):
+            while (await st.replicas["r1"].cluster())["owned"] < len(runs):  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.1)
+        paused.proc.send_signal(signal.SIGCONT)
+        # It wakes up lapsed, learns its leases are gone, and takes its share back
+        # with the state r1 wrote.
+        await st.until(lambda: paused.lines("lease lost to another replica; it stops here") != [])
+        await st.settled_ownership(["r0", "r1"], len(runs))
+        done = {(r, "COMPLETED") for r in runs}
+        for run_id in runs:
+            world.set_trigger_run(run_id, "COMPLETED")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered(done))
+        await st.stop_all()
+        counts = st.counts()
+    assert {k: n for k, n in counts.items() if n != 1} == {}
+    assert set(counts) == moved | done
