@@ -174,3 +174,29 @@ def test_a_refused_password_exits_2(tmp_path: Path, redis: RedisServer) -> None:
     assert done.returncode == 2, done.stderr
     assert "refused the password" in done.stderr or "WRONGPASS" in done.stderr
     assert "wrong-one" not in done.stderr
+
+
+async def test_once_with_a_cluster_config_polls_every_watch(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """``once`` is a look, not a replica: it joins nothing and owns everything."""
+    world = World()
+    world.add_trigger_run("run_once", "job", "EXECUTING")
+    async with simulator_and_receiver(world) as (sim, _):
+        config = write(
+            tmp_path,
+            {
+                "watches": [{"type": "trigger_run", "id": "run_once"}],
+                "notifiers": [{"url": "json://127.0.0.1:9/hook", "tags": ["all"]}],
+                "cluster": {"redis_url": redis.url},
+            },
+        )
+        done = await anyio.run_process(
+            [*CLI, "once", "--config", str(config)],
+            env=clean_env(TRIGGER_API_URL=sim.url, TRIGGER_SECRET_KEY=world.trigger_key),
+            check=False,
+        )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "run_once" in out
+    assert "EXECUTING" in out

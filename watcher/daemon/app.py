@@ -169,7 +169,7 @@ class Daemon:
             clients=clients,
             workers={source: int(gate.limiter.total_tokens) for source, gate in gates.items()},
             retention=self.config.retention,
-            shard=self.cluster or self.shard,
+            shard=self.cluster if self.cluster is not None and publish else self.shard,
             persist=self.durability.enabled or self.cluster is not None,
             **({"publish": self.outbox.publish} if publish else {}),
         )

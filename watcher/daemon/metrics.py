@@ -214,6 +214,11 @@ class _DaemonCollector(Collector):
             claims.add_metric([outcome], cluster.claims[outcome])
         yield claims
         yield CounterMetricFamily(
+            "run_watcher_cluster_redis_calls",
+            "Round trips to Redis (a script or a pipeline is one).",
+            value=cluster.redis.commands,
+        )
+        yield CounterMetricFamily(
             "run_watcher_cluster_refused_writes",
             "State writes the lease's epoch refused (the watch had moved on).",
             value=cluster.refused_writes,

@@ -21,7 +21,7 @@ from watcher.core.discovery import plan_adoption
 from watcher.core.events import Event, WatchRef
 from watcher.core.health import Problem
 from watcher.core.snapshots import FailedRun, GroupObservation, GroupSnapshot, RunSnapshot
-from watcher.core.statuses import ParallelStatus, Source, classify
+from watcher.core.statuses import ParallelStatus, classify
 from watcher.core.watch import (
     DiscoveryState,
     DiscoveryStep,
@@ -306,15 +306,17 @@ class Watcher(WatchRegistry):
 
     def _covering(self, event: Event) -> list[WatchRef]:
         """Every watch that covers the run an event is about (its own included)."""
+        plugin = PLUGINS.get(event.source)
+        if plugin is None:
+            return []
         run = event.subject_id
-        keys = [f"trigger_run:{run}", f"parallel_task_run:{run}"]
-        if group := event.details.get("group_id"):
-            keys.append(f"parallel_task_group:{group}")
+        keys = plugin.covering_keys(event)
         refs = [rt.ref for key in keys if (rt := self.registry.get(key)) is not None]
-        if event.source is not Source.TRIGGER:
+        if plugin.listing is None:
             return refs
         if self._discovery_keys is None:
-            self._discovery_keys = tuple(k for k in self.configs if k.startswith("trigger_runs:"))
+            prefix = f"{plugin.listing.value}:"
+            self._discovery_keys = tuple(k for k in self.configs if k.startswith(prefix))
         d = event.details
         for parent in self._discovery_keys:
             # A filter covers the run once it follows it, or as soon as the run matches

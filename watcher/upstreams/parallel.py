@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import DEFAULT_PARALLEL_URL
-from watcher.core.events import WatchType
+from watcher.core.events import Event, WatchType
 from watcher.core.statuses import Source
 from watcher.sources.http import HttpLimits, Upstream, build_pool
 from watcher.sources.parallel import ParallelClient
@@ -25,6 +25,15 @@ class ParallelPlugin:
     def options(self, sources: SourcesConfig) -> SourceOptions:
         """``sources.parallel``."""
         return sources.parallel
+
+    listing = None
+
+    def covering_keys(self, event: Event) -> list[str]:
+        """A task run is covered by its own watch and by its group's."""
+        keys = [f"{WatchType.PARALLEL_TASK_RUN.value}:{event.subject_id}"]
+        if group := event.details.get("group_id"):
+            keys.append(f"{WatchType.PARALLEL_TASK_GROUP.value}:{group}")
+        return keys
 
     def links(self, sources: SourcesConfig, watch_type: WatchType) -> Links:
         """A group links to ``group_url``, runs to ``run_url``."""

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import Settings
-from watcher.core.events import WatchType
+from watcher.core.events import Event, WatchType
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
 from watcher.sources.gate import SourceGate, Ticket
@@ -92,6 +92,17 @@ class SourcePlugin(Protocol):
 
     def links(self, sources: SourcesConfig, watch_type: WatchType) -> Links:
         """The link templates for a watch of ``watch_type``."""
+        ...
+
+    @property
+    def listing(self) -> WatchType | None:
+        """Its watch type that lists runs by a filter (``trigger_runs``), if it has one: such a
+        watch covers every run its filter matches."""
+        ...
+
+    def covering_keys(self, event: Event) -> list[str]:
+        """The keys of its watches that cover the run ``event`` is about (one run's watch,
+        the run's group)."""
         ...
 
     async def open(self, stack: AsyncExitStack, opening: Opening) -> SourceClient:

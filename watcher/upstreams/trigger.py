@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from watcher.config.model import SourceOptions, SourcesConfig
 from watcher.config.settings import DEFAULT_TRIGGER_URL
-from watcher.core.events import WatchType
+from watcher.core.events import Event, WatchType
 from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION, Source
 from watcher.sources.http import HttpLimits, Upstream, build_client, build_pool
 from watcher.sources.trigger import TriggerClient, environment_of_key, trigger_headers
@@ -26,6 +26,12 @@ class TriggerPlugin:
     def options(self, sources: SourcesConfig) -> SourceOptions:
         """``sources.trigger``."""
         return sources.trigger
+
+    listing = WatchType.TRIGGER_RUNS
+
+    def covering_keys(self, event: Event) -> list[str]:
+        """A run is covered by its own ``trigger_run`` watch."""
+        return [f"{WatchType.TRIGGER_RUN.value}:{event.subject_id}"]
 
     def links(self, sources: SourcesConfig, watch_type: WatchType) -> Links:
         """Every Trigger.dev watch links to the run's page."""
