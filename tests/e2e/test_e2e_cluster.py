@@ -81,14 +81,18 @@ class Stage:
         self.tg = tg
         self.replicas: dict[str, Replica] = {}
 
-    def config(self, redis_url: str, runs: list[str]) -> Path:
+    def config(self, redis_url: str, runs: list[str], **notifications: str) -> Path:
         path = self.tmp_path / "watcher.yaml"
         path.write_text(
             yaml.safe_dump(
                 {
                     "polling": {"min_interval": "300ms", "max_interval": "1s"},
                     "sources": {"trigger": {"realtime": False}},
-                    "notifications": {"group_wait": "0s", "group_interval": "200ms"},
+                    "notifications": {
+                        "group_wait": "0s",
+                        "group_interval": "200ms",
+                        **notifications,
+                    },
                     "watches": [{"type": "trigger_run", "id": r} for r in runs],
                     "notifiers": [
                         {
@@ -321,3 +325,34 @@ async def test_a_paused_replica_wakes_up_and_sends_nothing_stale(
         counts = st.counts()
     assert {k: n for k, n in counts.items() if n != 1} == {}
     assert set(counts) == moved | done
+
+
+async def test_a_taken_over_condition_keeps_its_reminders(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """A watch that cannot see (404) is an open condition: its reminders go on from the
+    replica that takes it over, without a second ``watch.error``."""
+    world = World()
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, ["run_missing"], repeat_interval="1s")
+        for name in ("r0", "r1"):
+            await st.start(name, config)
+
+        def kinds(kind: str) -> int:
+            return sum(1 for e in st.receiver.events() if e["kind"] == kind)
+
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(lambda _: kinds("condition.reminder") >= 1)
+        views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
+        owner = next(n for n, v in views.items() if v["owned"] == 1)
+        st.replicas[owner].proc.kill()
+        await st.replicas[owner].proc.wait()
+        survivor = st.replicas["r1" if owner == "r0" else "r0"]
+        with anyio.fail_after(30):
+            while (await survivor.cluster())["owned"] != 1:  # noqa: ASYNC110 - another process
+                await anyio.sleep(0.1)
+        before = kinds("condition.reminder")
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(lambda _: kinds("condition.reminder") >= before + 2)
+        errors = kinds("watch.error")
+    assert errors == 1

@@ -98,6 +98,8 @@ async def join_cluster(
 
     cluster.announce = announce
     cluster.on_silences = overrides.sync_silences
+    cluster.on_conditions = outbox.take_conditions
+    cluster.on_given = outbox.dispatcher.conditions.forget_watch
     overrides.shared = cluster.redis
     await cluster.join(watcher)
 
@@ -123,6 +125,10 @@ class Cluster:
         self.watcher: Watcher | None = None
         self.announce: Callable[[Announce, Membership], Awaitable[None]] | None = None
         self.on_silences: Callable[[dict[str, dict[str, Any]]], None] | None = None
+        self.on_conditions: Callable[[dict[str, dict[str, Any]]], None] | None = None
+        """Told of the open conditions of watches taken over (their reminders go on here)."""
+        self.on_given: Callable[[str], None] | None = None
+        """Told of each watch given back (its conditions are the next holder's now)."""
         self._was_open_all = False
         self._tick = anyio.Event()
 
@@ -242,6 +248,8 @@ class Cluster:
         if give:
             for key in give:  # stop acting first: the next holder may take it at once
                 self.held.pop(key, None)
+                if self.on_given is not None:
+                    self.on_given(key)
             await self.redis.release(give)
 
     async def _take_over(self, watcher: Watcher, keys: list[str], epochs: dict[str, int]) -> None:
@@ -258,6 +266,12 @@ class Cluster:
                 rewrite.append(WatchWrite(key, rt.subject_id, rt.saved, rt.parent, rt.finished_at))
         if rewrite:
             await self.write(rewrite)
+        if self.on_conditions is not None:
+            taken = set(keys)
+            shared = await self.redis.entries("conditions")
+            theirs = {k: v for k, v in shared.items() if k.split("#", 1)[0] in taken}
+            if theirs:
+                self.on_conditions(theirs)
         watcher.wake(keys)
 
     async def leave(self) -> None:
@@ -323,6 +337,14 @@ class Cluster:
             self.refused_writes += 1
             log.warning("state write refused: the lease moved to another replica", watch=key)
             self.held.pop(key, None)
+
+    async def write_conditions(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
+        """Share open conditions (keyed by watch), so a takeover keeps their reminders."""
+        try:
+            for key, data in items:
+                await self.redis.put_entry("conditions", key, data)
+        except RedisUnavailable as exc:
+            log.debug("conditions not written to Redis (kept here)", error=SCRUBBER.text(str(exc)))
 
     # -- the channels' notification log ---------------------------------------------------------
 

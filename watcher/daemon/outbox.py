@@ -9,9 +9,9 @@ it refused is still sent, and the watcher says the file is unavailable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -36,6 +36,10 @@ class SharedStates(Protocol):
 
     async def write(self, writes: Sequence[WatchWrite]) -> None:
         """Write (or with ``state=None`` delete) watch states."""
+        ...
+
+    async def write_conditions(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
+        """Keep (or with ``None`` forget) open conditions, by key."""
         ...
 
 
@@ -80,7 +84,11 @@ class Outbox:
         ]
         healthy = self.durability.healthy
         writes = await self._share(writes)
-        await self.durability.commit(writes, rows, list(plan.conditions.items()))
+        conditions = list(plan.conditions.items())
+        if self.shared is not None and conditions:
+            await self.shared.write_conditions(conditions)
+            conditions = []
+        await self.durability.commit(writes, rows, conditions)
         self.dispatcher.apply(plan)
         if self.durability.healthy != healthy:
             await self.announce_durability()
@@ -190,15 +198,19 @@ class Outbox:
 
     # -- restart ----------------------------------------------------------------------------
 
-    async def restore(self, stored: Stored) -> None:
-        """Take back the open conditions and the undelivered notifications of the last run."""
+    def take_conditions(self, stored: Mapping[str, dict[str, Any]]) -> None:
+        """Open conditions read back (the state file, or a cluster's at a takeover)."""
         conditions = []
-        for key, data in stored.conditions.items():
+        for key, data in stored.items():
             try:
                 conditions.append(condition_from_dict(data))
             except (KeyError, ValueError, TypeError) as exc:
                 log.warning("stored condition not usable; dropped", condition=key, error=str(exc))
         self.dispatcher.restore_conditions(conditions)
+
+    async def restore(self, stored: Stored) -> None:
+        """Take back the open conditions and the undelivered notifications of the last run."""
+        self.take_conditions(stored.conditions)
         owed: dict[str, int] = {}
         gone: set[str] = set()
         for row in stored.outbox:
