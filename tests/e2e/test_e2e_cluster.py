@@ -343,8 +343,16 @@ async def test_a_taken_over_condition_keeps_its_reminders(
 
         with anyio.fail_after(30):
             await st.receiver.wait_until(lambda _: kinds("condition.reminder") >= 1)
-        views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
-        owner = next(n for n, v in views.items() if v["owned"] == 1)
+        # One watch, two replicas: wait until the leases settle on one of them (the first
+        # to start held it until the second joined and won it).
+        with anyio.fail_after(30):
+            while True:
+                views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
+                owners = [n for n, v in views.items() if v["owned"] == 1]
+                if len(owners) == 1 and all(v["standing"] == "member" for v in views.values()):
+                    break
+                await anyio.sleep(0.1)
+        owner = owners[0]
         st.replicas[owner].proc.kill()
         await st.replicas[owner].proc.wait()
         survivor = st.replicas["r1" if owner == "r0" else "r0"]
