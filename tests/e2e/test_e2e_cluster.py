@@ -102,7 +102,12 @@ class Stage:
                             "name": "audit",
                         }
                     ],
-                    "delivery": {"initial_backoff": "100ms", "max_backoff": "500ms"},
+                    "delivery": {
+                        "initial_backoff": "100ms",
+                        "max_backoff": "500ms",
+                        "timeout": "2s",
+                        "connect_timeout": "1s",
+                    },
                     "cluster": {"redis_url": redis_url, "lease": f"{LEASE}s", "timeout": "1s"},
                 }
             )
@@ -364,3 +369,36 @@ async def test_a_taken_over_condition_keeps_its_reminders(
             await st.receiver.wait_until(lambda _: kinds("condition.reminder") >= before + 2)
         errors = kinds("watch.error")
     assert errors == 1
+
+
+async def test_what_a_killed_replica_owed_is_sent_by_its_successor(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """The owner saw the change and wrote its state, but died before the notifier took
+    the message: the successor resumes from that state (nothing to detect again) and
+    sends what was owed."""
+    world = World()
+    world.add_trigger_run("run_owed", "job", "EXECUTING")
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, ["run_owed"])
+        for name in ("r0", "r1"):
+            await st.start(name, config)
+        with anyio.fail_after(30):
+            while True:
+                views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
+                owners = [n for n, v in views.items() if v["owned"] == 1]
+                if len(owners) == 1 and all(v["standing"] == "member" for v in views.values()):
+                    break
+                await anyio.sleep(0.1)
+        owner = st.replicas[owners[0]]
+        st.receiver.fail_first = 10**9  # the notifier refuses: the message stays owed
+        world.set_trigger_run("run_owed", "FAILED", "owed")
+        with anyio.fail_after(30):
+            await st.receiver.wait_rejected(1)
+        owner.proc.kill()
+        await owner.proc.wait()
+        st.receiver.fail_first = 0
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered({("run_owed", "FAILED")}))
+        counts = st.counts()
+    assert counts[("run_owed", "FAILED")] == 1

@@ -100,6 +100,7 @@ async def join_cluster(
     cluster.on_silences = overrides.sync_silences
     cluster.on_conditions = outbox.take_conditions
     cluster.on_given = outbox.dispatcher.conditions.forget_watch
+    cluster.on_owed = outbox.republish
     overrides.shared = cluster.redis
     await cluster.join(watcher)
 
@@ -127,6 +128,8 @@ class Cluster:
         self.on_silences: Callable[[dict[str, dict[str, Any]]], None] | None = None
         self.on_conditions: Callable[[dict[str, dict[str, Any]]], None] | None = None
         """Told of the open conditions of watches taken over (their reminders go on here)."""
+        self.on_owed: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+        """Given what dead replicas owed for the watches taken over, to send again."""
         self.on_given: Callable[[str], None] | None = None
         """Told of each watch given back (its conditions are the next holder's now)."""
         self._was_open_all = False
@@ -255,12 +258,16 @@ class Cluster:
     async def _take_over(self, watcher: Watcher, keys: list[str], epochs: dict[str, int]) -> None:
         stored = await self.redis.read(keys)
         rewrite: list[WatchWrite] = []
+        owed: dict[str, dict[str, Any]] = {}
+        recent = self.clock.wall().timestamp() - SENT_KEEP / 2  # the log still knows them
         for key in keys:
             self.held[key] = epochs[key]
             found, mine = stored.get(key), self.written_at.get(key)
             if found is not None and (mine is None or found.written_at > mine):
                 if watcher.take_state(key, found.state, found.finished_at):
                     self.takeovers += watcher.started_at.timestamp() < found.written_at
+                if found.written_at > recent:
+                    owed.update((e.get("event_id", ""), e) for e in found.owed)
             elif (rt := watcher.registry.get(key)) is not None and rt.saved is not None:
                 # After a fail-open this replica's copy is the freshest: it becomes the cluster's.
                 rewrite.append(WatchWrite(key, rt.subject_id, rt.saved, rt.parent, rt.finished_at))
@@ -272,6 +279,8 @@ class Cluster:
             theirs = {k: v for k, v in shared.items() if k.split("#", 1)[0] in taken}
             if theirs:
                 self.on_conditions(theirs)
+        if owed and self.on_owed is not None:
+            await self.on_owed(list(owed.values()))
         watcher.wake(keys)
 
     async def leave(self) -> None:
@@ -305,9 +314,11 @@ class Cluster:
 
     # -- the outbox's state writes -------------------------------------------------------------
 
-    async def write(self, writes: Sequence[WatchWrite]) -> None:
-        """Write watch states under their leases; a refused write means the lease moved on:
-        this replica stops acting on that watch at once."""
+    async def write(
+        self, writes: Sequence[WatchWrite], owed: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Write watch states under their leases, with what their change owes notifiers; a
+        refused write means the lease moved on: this replica stops acting on it at once."""
         now = self.clock.wall().timestamp()
         batch: list[tuple[str, int, dict[str, Any] | None]] = []
         for w in writes:
@@ -324,6 +335,7 @@ class Cluster:
                     "parent": w.parent,
                     "finished_at": w.finished_at,
                     "state": w.state,
+                    "owed": list(owed),
                 }
             batch.append((w.key, epoch, doc))
         if not batch:
@@ -348,15 +360,19 @@ class Cluster:
 
     # -- the channels' notification log ---------------------------------------------------------
 
-    async def claim(self, notifier: str, event_ids: Sequence[str]) -> set[str]:
-        """The ids another replica claimed or sent already (empty: send; fail open)."""
+    async def claim(self, notifier: str, event_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """The ids another replica sent, and those it is sending (both empty: send; so it
+        is when Redis cannot be reached: fail open)."""
         try:
-            taken = await self.redis.claim(notifier, event_ids, self.claim_ttl)
+            sent, busy = await self.redis.claim(notifier, event_ids, self.claim_ttl)
         except RedisUnavailable:
             self.claims["unavailable"] += 1
-            return set()
-        self.claims["peer" if taken >= set(event_ids) else "partial" if taken else "sent"] += 1
-        return taken
+            return set(), set()
+        outcome = (
+            "peer" if sent >= set(event_ids) else "busy" if busy else "partial" if sent else "sent"
+        )
+        self.claims[outcome] += 1
+        return sent, busy
 
     async def sent(self, notifier: str, event_ids: Sequence[str]) -> None:
         """Mark a send done in the notification log (best effort: the claim expires)."""

@@ -113,10 +113,15 @@ local out = {}
 for i = 1, #KEYS do
   if redis.call('SET', KEYS[i], mine, 'NX', 'PX', ARGV[2]) then
     out[#out + 1] = 1
-  elseif redis.call('GET', KEYS[i]) == mine then
-    out[#out + 1] = 1
   else
-    out[#out + 1] = 0
+    local cur = redis.call('GET', KEYS[i])
+    if cur == mine then
+      out[#out + 1] = 1
+    elseif cur and string.sub(cur, 1, 2) == 's|' then
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 0
+    end
   end
 end
 return out
@@ -144,6 +149,8 @@ class StoredWatch:
     finished_at: float | None
     written_at: float
     """Unix time of the write (the freshest copy wins after a fail-open)."""
+    owed: list[dict[str, Any]]
+    """The events the write's change owed notifiers (sent again by a successor)."""
 
 
 def _text(value: bytes | str) -> str:
@@ -318,6 +325,7 @@ class ClusterRedis:
                 state=doc["state"],
                 finished_at=doc.get("finished_at"),
                 written_at=float(doc["t"]),
+                owed=list(doc.get("owed") or []),
             )
         return found
 
@@ -333,14 +341,17 @@ class ClusterRedis:
 
     # -- the notification log ------------------------------------------------------------------
 
-    async def claim(self, notifier: str, event_ids: Sequence[str], ttl: float) -> set[str]:
-        """Claim the sends of ``event_ids`` to ``notifier``; the ids another replica holds
-        (claimed or sent)."""
+    async def claim(
+        self, notifier: str, event_ids: Sequence[str], ttl: float
+    ) -> tuple[set[str], set[str]]:
+        """Claim the sends of ``event_ids`` to ``notifier``: the ids another replica sent,
+        and those another is sending now (its claim expires if it dies)."""
         if not event_ids:
-            return set()
+            return set(), set()
         keys = [self.key("nlog", notifier, e) for e in event_ids]
         got = await self._script("claim", keys, [self.instance, _ms(ttl)])
-        return {e for e, ok in zip(event_ids, got, strict=True) if not int(ok)}
+        pairs = list(zip(event_ids, (int(g) for g in got), strict=True))
+        return {e for e, g in pairs if g == 2}, {e for e, g in pairs if g == 0}
 
     async def sent(self, notifier: str, event_ids: Sequence[str], keep: float) -> None:
         """Mark ``event_ids`` sent to ``notifier`` (kept ``keep`` seconds)."""

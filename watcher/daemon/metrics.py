@@ -207,10 +207,11 @@ class _DaemonCollector(Collector):
         claims = CounterMetricFamily(
             "run_watcher_cluster_log_claims",
             "Notification log claims by outcome: sent (this replica sends), peer (another "
-            "sent it: dropped), partial, unavailable (Redis down: sent anyway).",
+            "sent it: dropped), busy (another is sending it: retried), partial, unavailable "
+            "(Redis down: sent anyway).",
             labels=["outcome"],
         )
-        for outcome in ("sent", "peer", "partial", "unavailable"):
+        for outcome in ("sent", "peer", "busy", "partial", "unavailable"):
             claims.add_metric([outcome], cluster.claims[outcome])
         yield claims
         yield CounterMetricFamily(

@@ -34,8 +34,11 @@ log = structlog.get_logger("watcher.outbox")
 class SharedStates(Protocol):
     """Where watch states go instead of the state file (a cluster's Redis)."""
 
-    async def write(self, writes: Sequence[WatchWrite]) -> None:
-        """Write (or with ``state=None`` delete) watch states."""
+    async def write(
+        self, writes: Sequence[WatchWrite], owed: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Write (or with ``state=None`` delete) watch states, with the events their change
+        owes notifiers (a successor sends them again if this replica dies first)."""
         ...
 
     async def write_conditions(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
@@ -83,7 +86,8 @@ class Outbox:
             for d in plan.deliveries
         ]
         healthy = self.durability.healthy
-        writes = await self._share(writes)
+        owed = list({d.event.event_id: d.event for d in plan.deliveries}.values())
+        writes = await self._share(writes, owed)
         conditions = list(plan.conditions.items())
         if self.shared is not None and conditions:
             await self.shared.write_conditions(conditions)
@@ -104,12 +108,26 @@ class Outbox:
         if writes := await self._share(writes):
             await self.durability.commit(writes, [])
 
-    async def _share(self, writes: Sequence[WatchWrite]) -> Sequence[WatchWrite]:
+    async def _share(
+        self, writes: Sequence[WatchWrite], owed: Sequence[Event] = ()
+    ) -> Sequence[WatchWrite]:
         """Hand the states to the cluster when there is one; what the state file keeps."""
         if self.shared is None or not writes:
             return writes
-        await self.shared.write(writes)
+        await self.shared.write(writes, [event_to_dict(e) for e in owed])
         return ()
+
+    async def republish(self, owed: Sequence[dict[str, Any]]) -> None:
+        """Send again what a dead replica owed for the watches taken over; the notification
+        log drops each copy it had sent already."""
+        events = []
+        for data in owed:
+            try:
+                events.append(event_from_dict(data))
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("owed event not readable; dropped", error=str(exc))
+        if events:
+            await self.commit(self.dispatcher.plan(events))
 
     async def announce_cluster(self, degraded: bool, where: str, error: str | None) -> None:
         """The cluster lost (or regained) Redis: one event, from the replica that speaks."""

@@ -74,9 +74,9 @@ class DeliveryLog(Protocol):
 class SendLog(Protocol):
     """A notification log shared by replicas (a cluster's): one copy of each send."""
 
-    async def claim(self, notifier: str, event_ids: Sequence[str]) -> set[str]:
-        """Claim the sends of ``event_ids``; the ids another replica claimed or sent (an
-        empty set when the log cannot be reached: sending twice beats not sending)."""
+    async def claim(self, notifier: str, event_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Claim the sends of ``event_ids``: the ids another replica sent, and those another
+        is sending now (both empty when the log cannot be reached: twice beats never)."""
         ...
 
     async def sent(self, notifier: str, event_ids: Sequence[str]) -> None:
@@ -396,9 +396,13 @@ class NotifierChannel:
         ids = [e.event_id for e in owed.events]
         by_peer = False
         try:
-            if self.sends is not None and set(ids) <= await self.sends.claim(self.id, ids):
+            sent, busy = await self.sends.claim(self.id, ids) if self.sends else (set(), set())
+            if set(ids) <= sent:
                 by_peer = True
                 result = DeliveryResult(True, "PEER", "another replica sent it")
+            elif busy:
+                # Its claim ends with its send, or expires if it died: try again later.
+                result = DeliveryResult(False, "PEER", "another replica is sending it")
             else:
                 result = await self.notifier.send(owed.message)
         except Exception as exc:  # a notifier's bug must not end the channel
