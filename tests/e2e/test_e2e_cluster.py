@@ -168,6 +168,17 @@ class Stage:
                     return
                 await anyio.sleep(0.1)
 
+    async def sole_owner(self, names: list[str]) -> str:
+        """With one watch: the replica holding it once the leases settle (the first to
+        start holds it until a later one joins and wins it)."""
+        with anyio.fail_after(30):
+            while True:
+                views = {n: await self.replicas[n].cluster() for n in names}
+                owners = [n for n, v in views.items() if v["owned"] == 1]
+                if len(owners) == 1 and all(v["standing"] == "member" for v in views.values()):
+                    return owners[0]
+                await anyio.sleep(0.1)
+
     def delivered(self, pairs: set[tuple[str, str]]) -> Callable[[list[Any]], bool]:
         return lambda rs: {(e["subject_id"], e["to_status"]) for r in rs for e in r.events} >= pairs
 
@@ -348,16 +359,7 @@ async def test_a_taken_over_condition_keeps_its_reminders(
 
         with anyio.fail_after(30):
             await st.receiver.wait_until(lambda _: kinds("condition.reminder") >= 1)
-        # One watch, two replicas: wait until the leases settle on one of them (the first
-        # to start held it until the second joined and won it).
-        with anyio.fail_after(30):
-            while True:
-                views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
-                owners = [n for n, v in views.items() if v["owned"] == 1]
-                if len(owners) == 1 and all(v["standing"] == "member" for v in views.values()):
-                    break
-                await anyio.sleep(0.1)
-        owner = owners[0]
+        owner = await st.sole_owner(["r0", "r1"])
         st.replicas[owner].proc.kill()
         await st.replicas[owner].proc.wait()
         survivor = st.replicas["r1" if owner == "r0" else "r0"]
@@ -383,14 +385,7 @@ async def test_what_a_killed_replica_owed_is_sent_by_its_successor(
         config = st.config(redis.url, ["run_owed"])
         for name in ("r0", "r1"):
             await st.start(name, config)
-        with anyio.fail_after(30):
-            while True:
-                views = {n: await st.replicas[n].cluster() for n in ("r0", "r1")}
-                owners = [n for n, v in views.items() if v["owned"] == 1]
-                if len(owners) == 1 and all(v["standing"] == "member" for v in views.values()):
-                    break
-                await anyio.sleep(0.1)
-        owner = st.replicas[owners[0]]
+        owner = st.replicas[await st.sole_owner(["r0", "r1"])]
         st.receiver.fail_first = 10**9  # the notifier refuses: the message stays owed
         world.set_trigger_run("run_owed", "FAILED", "owed")
         with anyio.fail_after(30):

@@ -353,8 +353,7 @@ class Cluster:
     async def write_conditions(self, items: Sequence[tuple[str, dict[str, Any] | None]]) -> None:
         """Share open conditions (keyed by watch), so a takeover keeps their reminders."""
         try:
-            for key, data in items:
-                await self.redis.put_entry("conditions", key, data)
+            await self.redis.put_entries("conditions", items)
         except RedisUnavailable as exc:
             log.debug("conditions not written to Redis (kept here)", error=SCRUBBER.text(str(exc)))
 

@@ -370,11 +370,24 @@ class ClusterRedis:
 
     async def put_entry(self, table: str, ident: str, entry: dict[str, Any] | None) -> None:
         """Keep (or with ``None`` forget) an API silence or watch for every replica."""
+        await self.put_entries(table, [(ident, entry)])
+
+    async def put_entries(
+        self, table: str, items: Sequence[tuple[str, dict[str, Any] | None]]
+    ) -> None:
+        """Keep or forget several entries of ``table`` in one round trip."""
         key = self.key(table)
-        if entry is None:
-            await self._call("HDEL", lambda: self.client.hdel(key, ident))
-        else:
-            await self._call("HSET", lambda: self.client.hset(key, ident, json.dumps(entry)))
+
+        async def put() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for ident, entry in items:
+                    if entry is None:
+                        pipe.hdel(key, ident)
+                    else:
+                        pipe.hset(key, ident, json.dumps(entry))
+                await pipe.execute()
+
+        await self._call("HSET", put)
 
     async def entries(self, table: str) -> dict[str, dict[str, Any]]:
         """Every API silence or watch the cluster holds."""
