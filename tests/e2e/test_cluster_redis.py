@@ -13,7 +13,10 @@ import redis.asyncio as aioredis
 from cli_harness import CLI, clean_env, simulator_and_receiver, write
 from redis_server import RedisServer, running_redis
 
+from watcher.clock import SystemClock
 from watcher.daemon.cluster_redis import ClusterRedis, RedisUnavailable
+from watcher.daemon.durability import Durability
+from watcher.daemon.incident_refs import ClusterRefs
 from watcher.simulator.world import World
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -95,6 +98,22 @@ async def test_the_notification_log_gives_each_send_to_one_replica(
     await a.sent("audit", ["e1", "e2"], keep=60)
     assert await b.claim("audit", ["e1"], ttl=5) == ({"e1"}, set())  # sent: b drops its copy
     assert await b.claim("pager", ["e1"], ttl=5) == (set(), set())  # per notifier
+
+
+async def test_incident_refs_are_every_replicas_and_kept_locally_without_redis(
+    pair: tuple[ClusterRedis, ClusterRedis], redis: RedisServer
+) -> None:
+    a, b = pair
+    clock = SystemClock()
+    mine, theirs = (ClusterRefs(Durability(None, clock), r) for r in (a, b))
+    ref = {"channel": "C0SIMINC01", "ts": "1765000000.000001", "replied": []}
+    await mine.put("slack", "inc_1", ref)
+    # Another replica, taking the watch over, edits the same message.
+    assert await theirs.get("slack", "inc_1") == ref
+    redis.stop()
+    await mine.put("slack", "inc_2", {"ts": "2"})  # Redis away: kept here
+    assert await mine.get("slack", "inc_2") == {"ts": "2"}
+    assert await theirs.get("slack", "inc_2") is None
 
 
 async def test_a_server_that_is_not_a_redis_is_said_so(tmp_path: Path) -> None:

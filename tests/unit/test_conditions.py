@@ -65,7 +65,7 @@ def test_stuck_closes_on_the_next_status_change() -> None:
     assert condition.kind is ConditionKind.RUN_STUCK
 
 
-def test_failing_group_ends_without_a_resolved_message() -> None:
+def test_failing_group_ends_its_incident_but_is_not_resolvable_news() -> None:
     book = ConditionBook()
     book.observe(
         ev(EventKind.GROUP_RUNS_FAILED, "failed", "trun_x", watch=GROUP, group_id="tgrp_1")
@@ -75,7 +75,11 @@ def test_failing_group_ends_without_a_resolved_message() -> None:
     )
     (condition,) = book.open.values()
     assert (condition.kind, condition.count) == (ConditionKind.GROUP_FAILING, 2)
-    assert book.observe(ev(EventKind.GROUP_FINISHED, "inactive", "tgrp_1", watch=GROUP)) == []
+    ((closed, _),) = book.observe(ev(EventKind.GROUP_FINISHED, "inactive", "tgrp_1", watch=GROUP))
+    # It ends (its incident resolves), but routes hear of it through group.finished alone.
+    assert closed.key == condition.key
+    assert not closed.kind.resolvable
+    assert [m.what for m in condition.timeline] == ["opened", "event"]
     assert book.open == {}
 
 

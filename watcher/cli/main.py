@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     s_add.add_argument("--comment", help="why (shown in the log and in silence ls)")
     s_rm = _action(silence_sub, "rm", "lift a silence added through the API")
     s_rm.add_argument("id")
+    inc = remote("incidents", "list the running daemon's incidents (open first)")
+    inc.add_argument("--open", dest="open_only", action="store_true", help="open ones only")
+    inc.add_argument("--json", action="store_true", help="print the JSON the daemon returns")
+    ack = remote("ack", "acknowledge an incident: its reminders and escalation stop")
+    ack.add_argument("incident", help="its id, or a unique prefix of it")
+    ack.add_argument("--by", help="who has it (default $USER)")
+    ack.add_argument("--note", help="what you are doing about it")
+    ack.add_argument("--undo", action="store_true", help="take the acknowledgement back")
     remote("reload", "make the running daemon re-read its config file (as SIGHUP)")
     health = remote("health", "exit 0 if the running daemon answers /healthz (for HEALTHCHECK)")
     health.add_argument("--ready", action="store_true", help="ask /readyz instead")
@@ -233,6 +241,10 @@ def _remote(args: argparse.Namespace) -> int:
                 return remote.cluster(url, args.json)
             case "reload":
                 return remote.reload(url)
+            case "incidents":
+                return remote.incidents(url, args.open_only, args.json)
+            case "ack":
+                return remote.ack(url, args.incident, args.by, args.note, args.undo)
             case "health":
                 return remote.health(url, args.ready)
             case "silence":
@@ -309,7 +321,16 @@ def _main(args: argparse.Namespace) -> int:
 
                 print(shtab.complete(build_parser(), shell=args.shell))
                 return EXIT_OK
-            case "status" | "cluster" | "watch" | "reload" | "health" | "silence":
+            case (
+                "status"
+                | "cluster"
+                | "watch"
+                | "reload"
+                | "health"
+                | "silence"
+                | "incidents"
+                | "ack"
+            ):
                 return _remote(args)
         config, settings, path = _load(args)
         from watcher.cli import commands

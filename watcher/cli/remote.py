@@ -1,6 +1,7 @@
 """Commands that talk to a running daemon over its HTTP endpoints.
 
-``status``, ``watch ls|add|rm``, ``reload`` and ``health``. The daemon's address
+``status``, ``watch ls|add|rm``, ``silence``, ``incidents``, ``ack``, ``reload`` and
+``health``. The daemon's address
 comes from ``--url``, else ``$WATCHER_URL``, else ``$WATCHER_HTTP_LISTEN`` or the
 config file's ``http.listen`` (a wildcard address is reached on loopback); the
 token from ``$WATCHER_API_TOKEN``.
@@ -21,13 +22,16 @@ import httpx
 from watcher.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from watcher.cli.table import table
 from watcher.config.operations import DEFAULT_LISTEN, split_listen
+from watcher.core.durations import format_duration
 
 __all__ = [
     "RemoteError",
+    "ack",
     "base_url",
     "call",
     "cluster",
     "health",
+    "incidents",
     "reload",
     "status",
     "watch_add",
@@ -293,4 +297,58 @@ def silence_add(
 def silence_rm(url: str, ident: str) -> int:
     """``DELETE /silences/{id}``."""
     print(f"removed {call('DELETE', f'{url}/silences/{ident}')['removed']}")
+    return EXIT_OK
+
+
+def _open_for(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+    return format_duration(max(0.0, seconds))
+
+
+def incidents(url: str, open_only: bool, as_json: bool) -> int:
+    """``GET /incidents``: open ones (oldest first), then the latest resolved."""
+    found = call("GET", f"{url}/incidents" + ("?open=true" if open_only else ""))["incidents"]
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return EXIT_OK
+    if not found:
+        print("no open incidents" if open_only else "no incidents")
+        return EXIT_OK
+    rows = [["ID", "STATE", "SEVERITY", "OPEN FOR", "BY", "ESCALATED", "SUMMARY"]]
+    for i in found:
+        ack = i.get("acknowledged") or {}
+        state = str(i["state"]) + (" (flapping)" if i.get("flapping") else "")
+        took = i.get("duration_seconds")
+        rows.append(
+            [
+                str(i["id"]),
+                state,
+                str(i["severity"]),
+                format_duration(float(took)) if took is not None else _open_for(i.get("opened_at")),
+                str(ack.get("by") or "-"),
+                str(len(i.get("escalated") or ())),
+                str(i["summary"])[:80],
+            ]
+        )
+    print(table(rows))
+    return EXIT_OK
+
+
+def ack(url: str, ref: str, by: str | None, note: str | None, undo: bool) -> int:
+    """``POST /incidents/{id}/ack`` (``--undo``: ``DELETE``)."""
+    if undo:
+        view = call("DELETE", f"{url}/incidents/{ref}/ack")["incident"]
+        print(f"{view['id']}: open again (reminders and escalation resume)")
+        return EXIT_OK
+    who = by or os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not who:
+        print("run-watcher: ack: say who you are with --by NAME", file=sys.stderr)
+        return EXIT_CONFIG
+    body: dict[str, Any] = {"by": who}
+    if note:
+        body["note"] = note
+    view = call("POST", f"{url}/incidents/{ref}/ack", body)["incident"]
+    print(f"{view['id']}: acknowledged by {who}: {view['summary']}")
     return EXIT_OK

@@ -218,11 +218,18 @@ class WatcherConfig(Strict):
             if isinstance(watch, TriggerRunsWatch):
                 watch.filter.check_statuses(self.sources.trigger.api_version, f"watches[{index}]")
         known = {tag for n in self.notifiers for tag in n.tags}
+        names = {n.name for n in self.notifiers if n.name}
         for index, route in enumerate(self.routes or []):
             missing = sorted(route.tags() - known)
             if missing:
                 raise ValueError(
                     f"routes[{index}]: no notifier has tag {', '.join(map(repr, missing))}"
+                )
+            unknown = sorted(route.escalation_names() - known - names)
+            if unknown:
+                raise ValueError(
+                    f"routes[{index}].escalate: no notifier is named or tagged "
+                    f"{', '.join(map(repr, unknown))}"
                 )
         if self.heartbeat is not None and not set(self.heartbeat.notify) & known:
             raise ValueError(

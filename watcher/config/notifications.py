@@ -12,7 +12,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from watcher.config.base import Duration, Strict
+from watcher.config.native_notifiers import NativeNotifier, PagerDutyConfig, SlackBotConfig
 from watcher.core.events import EventKind, WatchType
+from watcher.core.flapping import FlapPolicy
+from watcher.core.incidents import Tier
 from watcher.core.routing import (
     MATCH_FIELDS,
     BodyFormat,
@@ -27,11 +30,13 @@ from watcher.notify.templates import TemplateProblem, check_template
 
 __all__ = [
     "GROUP_BY_FIELDS",
+    "FlappingConfig",
     "MatchSpec",
     "NotificationsConfig",
     "NotifierConfig",
     "RouteConfig",
     "SilenceConfig",
+    "TierConfig",
     "build_routes",
     "to_matchers",
     "validate_match",
@@ -116,12 +121,18 @@ def _check_templates(title: str | None, body: str | None, body_format: str | Non
         raise ValueError(f"body_template: {exc}") from None
 
 
+_SENDERS = ("url", "url_env", "url_file", "pagerduty", "slack")
+
+
 class NotifierConfig(Strict):
-    """An apprise URL with tags, its message format, templates and rate limit."""
+    """An apprise URL (or a ``pagerduty:`` or ``slack:`` section) with tags, its message
+    format, templates and rate limit."""
 
     url: SecretStr | None = None
     url_env: str | None = None
     url_file: Path | None = None
+    pagerduty: PagerDutyConfig | None = None
+    slack: SlackBotConfig | None = None
     tags: list[str] = Field(default_factory=list)
     format: Literal["text", "json"] = "text"
     name: str | None = None
@@ -133,13 +144,17 @@ class NotifierConfig(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> NotifierConfig:
-        given = [k for k in ("url", "url_env", "url_file") if getattr(self, k) is not None]
+        given = [k for k in _SENDERS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of url, url_env, url_file")
+            raise ValueError(f"give exactly one of {', '.join(_SENDERS)}")
         if self.format == "json" and (self.title_template or self.body_template):
             raise ValueError("templates do not apply to format: json (the body is the event)")
         _check_templates(self.title_template, self.body_template, self.body_format)
         return self
+
+    def native(self) -> NativeNotifier | None:
+        """The ``pagerduty:`` or ``slack:`` section, if this is not an apprise URL."""
+        return self.pagerduty or self.slack
 
     def resolve_url(self) -> str:
         """The apprise URL itself (a secret: never log it)."""
@@ -170,14 +185,38 @@ def _check_group_by(fields: list[str] | None) -> list[str] | None:
     return fields
 
 
+class FlappingConfig(Strict):
+    """A condition that opens more than ``opens`` times within ``window`` is flapping: one
+    message says so, and its opening and resolved messages wait until it has stayed put
+    for ``quiet``."""
+
+    enabled: bool = True
+    opens: int = Field(default=3, ge=1)
+    window: Duration = 3600.0
+    quiet: Duration = 1800.0
+
+    def policy(self) -> FlapPolicy | None:
+        """The core policy; None when turned off."""
+        return FlapPolicy(self.opens, self.window, self.quiet) if self.enabled else None
+
+
+class TierConfig(Strict):
+    """An escalation tier: an incident open and unacknowledged for ``after`` goes to
+    ``notifiers`` (names or tags), once."""
+
+    after: Duration
+    notifiers: list[str] = Field(min_length=1)
+
+
 class NotificationsConfig(Strict):
-    """Defaults of every route: grouping, reminders, resolved messages."""
+    """Defaults of every route: grouping, reminders, resolved messages, flapping."""
 
     group_by: list[str] = Field(default_factory=lambda: ["watch", "kind"])
     group_wait: Duration = 1.0
     group_interval: Duration = 10.0
     repeat_interval: Duration | None = None
     send_resolved: bool = False
+    flapping: FlappingConfig = Field(default_factory=FlappingConfig)
 
     @field_validator("group_by")
     @classmethod
@@ -204,6 +243,8 @@ class RouteConfig(Strict):
     title_template: str | None = None
     body_template: str | None = None
     body_format: BodyFormat | None = None
+    escalate: list[TierConfig] | None = None
+    """Escalation tiers of the incidents this route takes (inherited by child routes)."""
 
     @field_validator("match")
     @classmethod
@@ -218,7 +259,17 @@ class RouteConfig(Strict):
     @model_validator(mode="after")
     def _templates(self) -> RouteConfig:
         _check_templates(self.title_template, self.body_template, self.body_format)
+        afters = [t.after for t in self.escalate or []]
+        if afters != sorted(afters) or len(set(afters)) != len(afters):
+            raise ValueError("escalate: list the tiers in increasing order of after")
         return self
+
+    def escalation_names(self) -> set[str]:
+        """Every notifier name or tag this route's escalation tiers (and its children's) name."""
+        out = {n for tier in self.escalate or [] for n in tier.notifiers}
+        for child in self.routes or []:
+            out |= child.escalation_names()
+        return out
 
     def tags(self) -> set[str]:
         """Every tag this route and its children name."""
@@ -263,6 +314,11 @@ def _node(route: RouteConfig, node_id: str, parent: RouteSettings) -> RouteNode:
         title_template=pick("title_template", route.title_template),
         body_template=pick("body_template", route.body_template),
         body_format=pick("body_format", route.body_format),
+        escalate=(
+            tuple(Tier(t.after, tuple(t.notifiers)) for t in route.escalate)
+            if route.escalate is not None
+            else parent.escalate
+        ),
     )
     children = tuple(
         _node(child, f"{node_id}.routes[{i}]", settings)

@@ -26,7 +26,10 @@ from enum import StrEnum
 from watcher.core.events import Event, EventKind, freeze, make_event_id
 from watcher.core.statuses import ParallelStatus, Severity
 
-__all__ = ["Condition", "ConditionBook", "ConditionKind", "reminder_event"]
+__all__ = ["Ack", "Condition", "ConditionBook", "ConditionKind", "Moment", "reminder_event"]
+
+TIMELINE_MAX = 50
+"""Timeline entries an incident keeps: the first, and the latest others."""
 
 
 class ConditionKind(StrEnum):
@@ -44,19 +47,56 @@ class ConditionKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Ack:
+    """Who acknowledged an incident, when, and what they said."""
+
+    by: str
+    at: datetime
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One entry of an incident's timeline."""
+
+    at: datetime
+    what: str
+    """``opened``, ``event``, ``reminder``, ``acknowledged``, ``unacknowledged``,
+    ``escalated``, ``flapping``, ``resolved``."""
+    text: str = ""
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
-    """An open condition: the event that opened it, the latest that fed it."""
+    """An open condition: the event that opened it, the latest that fed it, and its
+    life as an incident (acknowledgement, escalation tiers reached, the notifiers
+    engaged in it, its timeline)."""
 
     key: str
     kind: ConditionKind
     opened: Event
     latest: Event
     count: int = 1
+    ack: Ack | None = None
+    escalated: frozenset[str] = frozenset()
+    """The escalation tiers sent, as ``route-id#index``."""
+    engaged: tuple[str, ...] = ()
+    """Ids of the notifiers that were told it opened (they hear of its acknowledgement
+    and its end)."""
+    timeline: tuple[Moment, ...] = ()
 
     @property
     def since(self) -> datetime:
         """When it was first observed."""
         return self.opened.observed_at
+
+    def noted(self, moment: Moment) -> Condition:
+        """This condition with ``moment`` on its timeline (bounded: the first entry stays)."""
+        timeline = (*self.timeline, moment)
+        if len(timeline) > TIMELINE_MAX:
+            timeline = (timeline[0], *timeline[-(TIMELINE_MAX - 1) :])
+        return replace(self, timeline=timeline)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -110,21 +150,28 @@ class ConditionBook:
         """The condition the last observed event opened or fed, if any."""
 
     def observe(self, event: Event) -> list[tuple[Condition, Event]]:
-        """Account for ``event``; return the conditions it closed, with their resolved event."""
+        """Account for ``event``; return the conditions it closed, with their resolved event.
+
+        Every closed condition is returned (its incident ends); whether its resolved
+        event is news for routes is :attr:`ConditionKind.resolvable`.
+        """
         closed: list[tuple[Condition, Event]] = []
         for key in _closes(event):
             condition = self.open.pop(key, None)
-            if condition is not None and condition.kind.resolvable:
+            if condition is not None:
                 closed.append((condition, resolved_event(condition, event)))
         opened = _opens(event)
         self.last_touched = opened[0] if opened is not None else None
         if opened is not None:
             key, kind = opened
             current = self.open.get(key)
+            moment = Moment(event.observed_at, "event", event.to_status, event.event_id)
             if current is None:
-                self.open[key] = Condition(key, kind, event, event)
+                first = replace(moment, what="opened")
+                self.open[key] = Condition(key, kind, event, event, timeline=(first,))
             else:
-                self.open[key] = replace(current, latest=event, count=current.count + 1)
+                fed = replace(current, latest=event, count=current.count + 1)
+                self.open[key] = fed.noted(moment)
         return closed
 
     def forget_watch(self, watch_key: str) -> None:

@@ -61,6 +61,10 @@ class EventKind(StrEnum):
     RUN_STUCK = "run.stuck"
     CONDITION_REMINDER = "condition.reminder"
     CONDITION_RESOLVED = "condition.resolved"
+    INCIDENT_ACKNOWLEDGED = "incident.acknowledged"
+    INCIDENT_UNACKNOWLEDGED = "incident.unacknowledged"
+    INCIDENT_ESCALATED = "incident.escalated"
+    INCIDENT_FLAPPING = "incident.flapping"
     NOTIFIER_FAILED = "notifier.failed"
     STATE_UNAVAILABLE = "state.unavailable"
     STATE_RECOVERED = "state.recovered"
@@ -128,6 +132,9 @@ class Event:
     url: str | None = None
     cause: Event | None = None
     """For reminders and resolved messages: the event that opened the condition."""
+    incident: Mapping[str, Any] | None = None
+    """The incident this event belongs to, as it stood when the event was planned
+    (:func:`watcher.core.incidents.incident_view`); None outside any incident."""
 
     @property
     def origin(self) -> Event:

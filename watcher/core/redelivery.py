@@ -37,15 +37,26 @@ class RetryPolicy:
 
 
 def next_attempt(
-    policy: RetryPolicy, attempts: int, first_at: float, now: float, rng: random.Random
+    policy: RetryPolicy,
+    attempts: int,
+    first_at: float,
+    now: float,
+    rng: random.Random,
+    retry_after: float | None = None,
 ) -> float | None:
     """When to attempt again after ``attempts`` failed attempts (the first at
-    ``first_at``, the last ending at ``now``); None when the policy gives up."""
+    ``first_at``, the last ending at ``now``); None when the policy gives up.
+
+    ``retry_after`` is the receiver's own word (a 429's Retry-After): sooner would be
+    refused again, so it replaces the backoff, within the time cap.
+    """
     if attempts >= policy.max_attempts:
         return None
     elapsed = now - first_at
     if elapsed >= policy.retry_for:
         return None
+    if retry_after is not None:
+        return now + max(0.0, min(retry_after, policy.retry_for - elapsed))
     ceiling = min(policy.max_backoff, policy.initial_backoff * 2.0 ** min(attempts - 1, 60))
     delay = max(ceiling / 10, rng.uniform(0, ceiling))
     # The last retry comes no later than the time cap, not after it.

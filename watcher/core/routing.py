@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from watcher.core.events import Event
+from watcher.core.incidents import Tier
 
 __all__ = [
     "MATCH_FIELDS",
@@ -142,6 +143,8 @@ class RouteSettings:
     title_template: str | None = None
     body_template: str | None = None
     body_format: BodyFormat | None = None
+    escalate: tuple[Tier, ...] = ()
+    """Escalation tiers of the incidents this route takes, in order of ``after``."""
 
 
 @dataclass(frozen=True, slots=True)

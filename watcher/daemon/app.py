@@ -52,6 +52,7 @@ from watcher.daemon.build import (
 from watcher.daemon.cluster import build_cluster, join_cluster
 from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import ControlApi, serve_endpoints
+from watcher.daemon.incident_refs import ClusterRefs, DurableRefs
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.loop_lag import watch_loop_lag
 from watcher.daemon.metrics import Metrics
@@ -127,10 +128,14 @@ class Daemon:
             silences=[s.silence(i) for i, s in enumerate(config.silences)],
             state_file=config.state_file,
             on_published=self.metrics.published if self.metrics is not None else None,
+            flaps=config.notifications.flapping.policy(),
         )
         self.dispatcher = self.outbox.dispatcher
+        self.refs = DurableRefs(self.durability)
+        """What notifiers that keep incidents did for each (a page, a Slack message)."""
         if self.cluster is not None:
             self.outbox.shared = self.dispatcher.sends = self.cluster
+            self.refs = ClusterRefs(self.durability, self.cluster.redis)
         self.channels = (
             list(channels)
             if channels is not None
@@ -139,6 +144,7 @@ class Daemon:
                 self.clock,
                 str(config_path) if config_path is not None else "config",
                 log=self.outbox,
+                refs=self.refs,
             )
         )
         self.dispatcher.configure(self.dispatcher.routes, self.dispatcher.silences, self.channels)
@@ -219,6 +225,7 @@ class Daemon:
         if self.cluster is not None:
             stored.watches.clear()  # the cluster's copy is the one: read at each takeover
         deletions = watcher.restore(stored)
+        self.refs.take(stored.incident_refs)
         await self.outbox.restore(stored)
         await self.outbox.keep(deletions)
 
@@ -352,6 +359,7 @@ class Daemon:
                 reload=self.reload_from_file,
                 token=token.get_secret_value() if token else None,
                 loopback=is_loopback(self.config.http.listen_host),
+                incidents=self.dispatcher,
             ),
             self.config.http,
         )
@@ -418,7 +426,7 @@ class Daemon:
             config = self.settings.apply_to(load_config(path))
             check_credentials(config, self.settings)
             channels = build_channels(
-                config, self.clock, str(path), reuse=self.channels, log=self.outbox
+                config, self.clock, str(path), reuse=self.channels, log=self.outbox, refs=self.refs
             )
         except ConfigError as exc:
             log.error("reload refused; the running configuration stays", problems=exc.problems)
@@ -444,6 +452,7 @@ class Daemon:
             self.overrides.all_silences(config),
             channels,
         )
+        self.dispatcher.flap_policy = config.notifications.flapping.policy()
         self.channels = list(channels)
         writes: list[WatchWrite] = []
         if self.watcher is not None:

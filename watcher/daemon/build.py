@@ -18,9 +18,10 @@ from watcher.core.budget import BudgetPolicy
 from watcher.core.sharding import Shard, ordinal_of
 from watcher.core.statuses import Source
 from watcher.daemon.logging import SCRUBBER
-from watcher.notify.apprise_sender import AppriseNotifier, url_secrets
+from watcher.notify.apprise_sender import AppriseNotifier, Notifier, url_secrets
 from watcher.notify.channel import DeliveryLog, DeliveryPolicy, NotifierChannel, Unlogged
-from watcher.notify.templates import MAX_BODY, MessageRenderer, TemplateSpec
+from watcher.notify.incident_refs import IncidentRefs, MemoryRefs
+from watcher.notify.templates import MAX_BODY, Family, MessageRenderer, TemplateSpec
 from watcher.sources.gate import SourceGate
 from watcher.upstreams.plugin import Opening, SourceClient
 from watcher.upstreams.registry import PLUGINS, plugin_for
@@ -93,15 +94,18 @@ def build_channels(
     reuse: Sequence[NotifierChannel] = (),
     *,
     log: DeliveryLog | None = None,
+    refs: IncidentRefs | None = None,
 ) -> list[NotifierChannel]:
     """A delivery channel per configured notifier; a bad URL is a config error naming its index.
 
     Each reports what it sent and gave up on to ``log`` (the daemon's outbox; a
     one-off send keeps nothing). Channels in ``reuse`` whose configuration is
-    unchanged are kept as they are, with what they hold (reload).
+    unchanged are kept as they are, with what they hold (reload). Notifiers that keep
+    incidents remember them in ``refs`` (the state file's, or a cluster's).
     """
     clock = clock or SystemClock()
     log = log or Unlogged()
+    refs = refs or MemoryRefs()
     d = config.delivery
     policy = DeliveryPolicy(
         max_attempts=d.max_attempts,
@@ -116,38 +120,62 @@ def build_channels(
     channels = []
     problems = []
     for index, cfg in enumerate(config.notifiers):
+        native = cfg.native()
+        where = f"{source}: notifiers[{index}]." + (
+            "url" if native is None else "pagerduty" if cfg.pagerduty else "slack"
+        )
         try:
-            url = cfg.resolve_url()
+            url = cfg.resolve_url() if native is None else native.secret()
             fingerprint = _fingerprint(cfg, url, d)
             if fingerprint in existing:
                 channels.append(existing.pop(fingerprint))
                 continue
             # Registered before the notifier exists: its URL may fail to parse, and the
             # error must not echo it.
-            secrets = url_secrets(url)
-            SCRUBBER.add(secrets)
-            notifier = AppriseNotifier(
-                url,
-                timeout=d.timeout,
-                connect_timeout=d.connect_timeout,
-                name=cfg.name,
-                scrub=SCRUBBER.text,
-            )
-            # The whole URL is registered in case a secret hides where the heuristics
-            # do not look; when apprise's private form shows it whole, it holds none of
-            # apprise's secrets, and masking it would hide the notifier's name.
-            if url in notifier.private_url:
-                SCRUBBER.discard([url])
+            SCRUBBER.add(url_secrets(url) if native is None else [url])
+            notifier: Notifier
+            family: Family = "chat"
+            max_title, max_body = 250, MAX_BODY
+            if native is not None:
+                if problem := native.problem(url):
+                    raise ValueError(problem)
+                notifier = native.build(
+                    url,
+                    name=cfg.name,
+                    ref_id=_stable_id(cfg, url),
+                    timeout=d.timeout,
+                    refs=refs,
+                    scrub=SCRUBBER.text,
+                    clock=clock,
+                )
+            else:
+                apprise_notifier = AppriseNotifier(
+                    url,
+                    timeout=d.timeout,
+                    connect_timeout=d.connect_timeout,
+                    name=cfg.name,
+                    scrub=SCRUBBER.text,
+                )
+                # The whole URL is registered in case a secret hides where the heuristics
+                # do not look; when apprise's private form shows it whole, it holds none
+                # of apprise's secrets, and masking it would hide the notifier's name.
+                if url in apprise_notifier.private_url:
+                    SCRUBBER.discard([url])
+                notifier = apprise_notifier
+                family = apprise_notifier.family
+                max_title = apprise_notifier.title_maxlen or 250
+                # apprise's own limit for the service (Mattermost 16383, Discord 2000, ...).
+                if apprise_notifier.body_maxlen > 0:
+                    max_body = min(MAX_BODY, apprise_notifier.body_maxlen)
         except ValueError as exc:
-            problems.append(f"{source}: notifiers[{index}].url: {exc}")
+            problems.append(f"{where}: {exc}")
             continue
         renderer = MessageRenderer(
-            family=notifier.family,
+            family=family,
             fmt=cfg.format,
             spec=TemplateSpec(cfg.title_template, cfg.body_template, cfg.body_format),
-            max_title=notifier.title_maxlen or 250,
-            # apprise's own limit for the service (Mattermost 16383, Discord 2000, ...).
-            max_body=min(MAX_BODY, notifier.body_maxlen) if notifier.body_maxlen > 0 else MAX_BODY,
+            max_title=max_title,
+            max_body=max_body,
         )
         channels.append(
             NotifierChannel(

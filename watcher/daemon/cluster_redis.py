@@ -366,6 +366,24 @@ class ClusterRedis:
 
         await self._call("SET nlog", mark)
 
+    async def get_ref(self, notifier: str, incident: str) -> dict[str, Any] | None:
+        """What a notifier did for an incident (a Slack message's ts), any replica's."""
+        raw = await self._call(
+            "GET ref", lambda: self.client.get(self.key("ref", notifier, incident))
+        )
+        return json.loads(raw) if raw else None
+
+    async def put_ref(
+        self, notifier: str, incident: str, data: dict[str, Any] | None, keep: float
+    ) -> None:
+        """Keep (``keep`` seconds) or forget what a notifier did for an incident."""
+        key = self.key("ref", notifier, incident)
+        if data is None:
+            await self._call("DEL ref", lambda: self.client.delete(key))
+        else:
+            text = json.dumps(data, separators=(",", ":"))
+            await self._call("SET ref", lambda: self.client.set(key, text, px=_ms(keep)))
+
     # -- what the API added, cluster-wide --------------------------------------------------------
 
     async def put_entry(self, table: str, ident: str, entry: dict[str, Any] | None) -> None:

@@ -118,6 +118,10 @@ class Durability:
         """Keep (or forget) a silence added through the API. False when not written."""
         return await self._put(lambda store: store.put_api_silence(ident, config))
 
+    async def incident_ref(self, notifier: str, incident: str, data: dict[str, Any] | None) -> bool:
+        """Keep (or forget) what a notifier did for an incident. False when not written."""
+        return await self._put(lambda store: store.put_incident_ref(notifier, incident, data))
+
     async def feed(self, name: str, data: dict[str, Any] | None) -> bool:
         """Keep (or forget) where a push feed stands. False when not written."""
         return await self._put(lambda store: store.put_feed(name, data))

@@ -13,12 +13,14 @@
 ``POST /silences``                       add a silence: a config entry as JSON, with
                                          ``ends_at`` or ``duration``
 ``DELETE /silences/{id}``                remove a silence added through the API
+``GET /incidents``, ``/incidents/{id}``   incidents (``daemon/api_incidents.py``)
+``POST|DELETE /incidents/{id}/ack``      acknowledge, or take it back
 ``POST /-/reload``                       re-read the config file (as SIGHUP)
 ``GET /cluster``                         with ``cluster:``, the members, what each
                                          owns, when it renewed; else 404
 =======================================  =========================================
 
-``/watches``, ``/silences`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
+``/watches``, ``/silences``, ``/incidents`` and ``/-/reload`` need ``Authorization: Bearer $WATCHER_API_TOKEN``
 when a token is set; without one they answer only on a loopback address.
 Probes and metrics are open (they show no ids beyond counts and notifier names
 in private form).
@@ -37,6 +39,7 @@ import structlog
 from watcher.config.loader import ConfigError
 from watcher.config.operations import HttpConfig, is_loopback
 from watcher.daemon.api_errors import Rejected
+from watcher.daemon.api_incidents import Incidents, answer_incidents
 from watcher.daemon.api_silences import ApiSilence, parse_silence_request
 from watcher.daemon.api_watches import WatchRequest, parse_watch_request
 from watcher.daemon.logging import SCRUBBER
@@ -101,9 +104,11 @@ class ControlApi:
         reload: Callable[[], Awaitable[bool]],
         token: str | None,
         loopback: bool,
+        incidents: Incidents | None = None,
     ) -> None:
         self.view = view
         self.control = control
+        self.incidents = incidents
         self.metrics = metrics
         self.reload = reload
         self._token = token.encode() if token else None
@@ -139,6 +144,13 @@ class ControlApi:
             if denied := self._authorize(request):
                 return denied
             return await self._silences(request, path)
+        if (path == "/incidents" or path.startswith("/incidents/")) and self.incidents:
+            if denied := self._authorize(request):
+                return denied
+            status, answer = await answer_incidents(
+                self.incidents, method, path, request.query, request.body, self.watch_api
+            )
+            return _json(status, answer)
         if path == "/watches" or path.startswith("/watches/") or path == "/-/reload":
             if denied := self._authorize(request):
                 return denied

@@ -175,6 +175,19 @@ class _DaemonCollector(Collector):
             "Events that reached no notifier.",
             value=d.dispatcher.unrouted,
         )
+        incidents = GaugeMetricFamily(
+            "run_watcher_incidents", "Open incidents, by state.", labels=["state"]
+        )
+        open_now = list(d.dispatcher.conditions.open.values())
+        acked = sum(c.ack is not None for c in open_now)
+        incidents.add_metric(["open"], len(open_now) - acked)
+        incidents.add_metric(["acknowledged"], acked)
+        yield incidents
+        yield CounterMetricFamily(
+            "run_watcher_flapping_held",
+            "Opening and resolved messages held back while their condition flapped.",
+            value=d.dispatcher.held,
+        )
 
     def _cluster(self) -> Iterator[Metric]:
         cluster = self.daemon.cluster

@@ -17,6 +17,7 @@ import structlog
 
 from watcher.clock import Clock
 from watcher.core.events import Event, EventKind
+from watcher.core.flapping import FlapPolicy
 from watcher.core.routing import RouteNode
 from watcher.core.silences import Silence
 from watcher.core.statuses import Severity
@@ -62,12 +63,15 @@ class Outbox:
         silences: Sequence[Silence] = (),
         state_file: Path | None = None,
         on_published: Callable[[Sequence[Event]], None] | None = None,
+        flaps: FlapPolicy | None = None,
     ) -> None:
         self.durability = durability
         self.clock = clock
         self.state_file = state_file
         self.on_published = on_published
-        self.dispatcher = Dispatcher(routes, clock, sink=self.commit, silences=silences)
+        self.dispatcher = Dispatcher(
+            routes, clock, sink=self.commit, silences=silences, flaps=flaps
+        )
         self.shared: SharedStates | None = None
         """With ``cluster:``, watch states live there; the state file keeps the outbox."""
 

@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS conditions (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_silences (id TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incident_refs (
+    notifier TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (notifier, incident)
+);
 CREATE TABLE IF NOT EXISTS api_watches (
     key TEXT PRIMARY KEY,
     config TEXT NOT NULL,
@@ -97,6 +105,12 @@ class Stored:
     """Silences added through the HTTP API, as entries of ``silences``."""
     feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Where each push feed stood (its resume position and rows), by name."""
+    incident_refs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """What notifiers that keep incidents did for each (a page, a Slack message's ts)."""
+
+
+REFS_KEEP = 7 * 86400.0
+"""Incident refs not touched for this long are dropped at start."""
 
 
 def state_file_problem(path: Path) -> str | None:
@@ -263,6 +277,14 @@ class StateStore:
                 "SELECT key, value FROM meta WHERE key LIKE 'feed:%'"
             ):
                 stored.feeds[key.removeprefix("feed:")] = json.loads(value)
+            with contextlib.suppress(sqlite3.Error):  # a read-only file keeps them
+                self.db.execute(
+                    "DELETE FROM incident_refs WHERE updated < ?", (time.time() - REFS_KEEP,)
+                )
+            for notifier, incident, data in self.db.execute(
+                "SELECT notifier, incident, data FROM incident_refs"
+            ):
+                stored.incident_refs[(notifier, incident)] = json.loads(data)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot read the state file: {exc}") from None
         return stored
@@ -354,6 +376,23 @@ class StateStore:
                 self.db.execute(
                     "INSERT OR REPLACE INTO api_silences (id, config) VALUES (?, ?)",
                     (ident, json.dumps(config, separators=(",", ":"))),
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot write the state file: {exc}") from None
+
+    def put_incident_ref(self, notifier: str, incident: str, data: dict[str, Any] | None) -> None:
+        """Keep (or, with ``data=None``, forget) what a notifier did for an incident."""
+        try:
+            if data is None:
+                self.db.execute(
+                    "DELETE FROM incident_refs WHERE notifier = ? AND incident = ?",
+                    (notifier, incident),
+                )
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO incident_refs (notifier, incident, data, updated) "
+                    "VALUES (?, ?, ?, ?)",
+                    (notifier, incident, json.dumps(data, separators=(",", ":")), time.time()),
                 )
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot write the state file: {exc}") from None

@@ -30,6 +30,10 @@ class DeliveryResult:
     status: str
     detail: str = ""
     elapsed: float = 0.0
+    retry_after: float | None = None
+    """Seconds the receiver asked to wait before the next attempt (a 429's Retry-After)."""
+    permanent: bool = False
+    """The receiver refused the message itself (a 400): retrying cannot help."""
 
 
 class Notifier(Protocol):

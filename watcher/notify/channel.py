@@ -366,7 +366,8 @@ class NotifierChannel:
             if route is not None:
                 s = route.settings
                 spec = TemplateSpec(s.title_template, s.body_template, s.body_format)
-            return [(self._scrubbed(self.renderer.render(events, spec)), list(events))]
+            message = replace(self.renderer.render(events, spec), events=tuple(events))
+            return [(self._scrubbed(message), list(events))]
         chunks: list[list[Event]] = [[]]
         size = 0
         for event in events:
@@ -442,7 +443,8 @@ class NotifierChannel:
             return
         self.failed_attempts += 1
         now = self.clock.now()
-        retry_at = next_attempt(self._retry_policy, owed.attempts, owed.first_at, now, self.rng)
+        policy, after = self._retry_policy, result.retry_after
+        retry_at = None if result.permanent else next_attempt(policy, owed.attempts, owed.first_at, now, self.rng, after)  # fmt: skip
         detail = result.detail or result.status
         if retry_at is not None:
             log.warning(

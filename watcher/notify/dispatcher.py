@@ -16,8 +16,9 @@ notifier gets a ``notifier.failed`` event.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,15 +27,25 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.clock import Clock
-from watcher.core.conditions import Condition, ConditionBook, reminder_event
+from watcher.core.conditions import Condition, ConditionBook, Moment, reminder_event
 from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze, make_event_id
+from watcher.core.flapping import FlapPolicy, FlapState
+from watcher.core.incidents import incident_view
 from watcher.core.routing import RouteNode, RouteSettings, resolve
 from watcher.core.silences import Silence, silenced_by
 from watcher.core.statuses import Severity, Source
 from watcher.notify.channel import NotifierChannel, SendLog
+from watcher.notify.incident_plans import (
+    RESOLVED_KEPT,
+    Delivery,
+    IncidentPlanner,
+    Plan,
+    Sink,
+)
 from watcher.notify.serialize import condition_to_dict
 
 __all__ = ["DEFAULT_ROUTE", "Delivery", "Dispatcher", "Plan", "watcher_event"]
+
 
 log = structlog.get_logger("watcher.notify")
 
@@ -44,26 +55,7 @@ DEFAULT_ROUTE = RouteNode(
     "restored", settings=RouteSettings(notify=None, group_wait=0.0, group_interval=0.0)
 )
 """The route of an outbox entry whose route no longer exists."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event owed to one notifier, on one route."""
-
-    event: Event
-    channel: NotifierChannel
-    route: RouteNode
-
-
-@dataclass
-class Plan:
-    """What publishing a batch will do: deliveries, and condition changes to store."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-    conditions: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-
-
-Sink = Callable[[Plan], Awaitable[None]]
+_DEFAULT_FLAPS = FlapPolicy()
 
 
 def _tick(routes: Sequence[RouteNode]) -> float:
@@ -74,6 +66,7 @@ def _tick(routes: Sequence[RouteNode]) -> float:
         for node in nodes:
             if node.settings.repeat_interval:
                 intervals.append(node.settings.repeat_interval)
+            intervals.extend(t.after for t in node.settings.escalate if t.after > 0)
             walk(node.children)
 
     walk(routes)
@@ -103,7 +96,7 @@ def watcher_event(
     )
 
 
-class Dispatcher:
+class Dispatcher(IncidentPlanner):
     """Plans deliveries, runs the notifier channels and the reminder ticker."""
 
     def __init__(
@@ -114,9 +107,16 @@ class Dispatcher:
         sink: Sink,
         silences: Sequence[Silence] = (),
         channels: Sequence[NotifierChannel] = (),
+        flaps: FlapPolicy | None = _DEFAULT_FLAPS,
     ) -> None:
         self.clock = clock
         self.conditions = ConditionBook()
+        self.resolved: deque[dict[str, Any]] = deque(maxlen=RESOLVED_KEPT)
+        """Views of the latest resolved incidents, newest last."""
+        self.flap_policy = flaps
+        self.flaps: dict[str, FlapState] = {}
+        self.held = 0
+        """Opening and resolved messages held back while their condition flapped."""
         self.unrouted = 0
         self.silenced = 0
         self.undelivered: dict[str, list[str]] = {}
@@ -203,38 +203,77 @@ class Dispatcher:
         event: Event,
         routes: Sequence[RouteNode],
         exclude: NotifierChannel | None = None,
-    ) -> None:
-        if self._silenced(event):
-            return
-        reached: set[int] = set()
+        *,
+        silenceable: bool = True,
+    ) -> list[NotifierChannel]:
+        if silenceable and self._silenced(event):
+            return []
+        reached: dict[int, NotifierChannel] = {}
         for route in routes:
             for channel in self._targets(route):
                 if channel is not exclude and id(channel) not in reached:
-                    reached.add(id(channel))
+                    reached[id(channel)] = channel
                     plan.deliveries.append(Delivery(event, channel, route))
         if not reached:
             self.unrouted += 1
             log.debug("event reached no notifier", event_id=event.event_id, kind=event.kind.value)
+        return list(reached.values())
 
     def plan(self, events: Sequence[Event]) -> Plan:
         """Account for ``events`` and decide who gets what (never waits, sends nothing)."""
         plan = Plan()
         for event in events:
             closed = self.conditions.observe(event)
-            self._plan_event(plan, event, resolve(self.routes, event.origin))
-            for condition, resolved in closed:
-                plan.conditions[condition.key] = None
-                routes = [
-                    r for r in resolve(self.routes, condition.opened) if r.settings.send_resolved
-                ]
-                for route in resolve(self.routes, condition.opened):
-                    self._reminded.pop((route.id, condition.key), None)
-                if routes:
-                    self._plan_event(plan, resolved, routes)
             touched = self.conditions.last_touched
-            if touched is not None and touched in self.conditions.open:
-                plan.conditions[touched] = condition_to_dict(self.conditions.open[touched])
+            condition = self.conditions.open.get(touched) if touched is not None else None
+            held = False
+            if condition is not None:
+                event = replace(event, incident=freeze(incident_view(condition)))
+                if condition.count == 1:
+                    held, starts = self._flap(condition.key, True, event.observed_at)
+                    if starts:
+                        self._plan_flapping(plan, condition, event.observed_at)
+            elif closed:
+                # The event that ended an incident says so (a Slack thread reply, not a page).
+                first, ended = closed[0]
+                event = replace(event, incident=freeze(incident_view(first, ended=ended)))
+            if held:
+                self.held += 1
+            else:
+                reached = self._plan_event(plan, event, resolve(self.routes, event.origin))
+                if condition is not None and reached:
+                    engaged = tuple(dict.fromkeys([*condition.engaged, *(c.id for c in reached)]))
+                    condition = replace(condition, engaged=engaged)
+                    self.conditions.open[condition.key] = condition
+            for gone, resolved in closed:
+                self._resolve(plan, gone, resolved)
+            if condition is not None:
+                plan.conditions[condition.key] = condition_to_dict(condition)
         return plan
+
+    def _resolve(self, plan: Plan, condition: Condition, resolved: Event) -> None:
+        """``condition`` closed: its resolved message, and its incident's end everywhere."""
+        plan.conditions[condition.key] = None
+        for route in resolve(self.routes, condition.opened):
+            self._reminded.pop((route.id, condition.key), None)
+        condition = condition.noted(
+            Moment(resolved.observed_at, "resolved", resolved.details.get("now") or "")
+        )
+        self.resolved.append(incident_view(condition, ended=resolved, timeline=True))
+        resolved = replace(resolved, incident=freeze(incident_view(condition, ended=resolved)))
+        held, _ = self._flap(condition.key, False, resolved.observed_at)
+        if held:
+            self.held += 1
+            return
+        reached: list[NotifierChannel] = []
+        if condition.kind.resolvable:
+            routes = [r for r in resolve(self.routes, condition.opened) if r.settings.send_resolved]
+            if routes:
+                reached = self._plan_event(plan, resolved, routes)
+        # Those that hold the incident open (a page, a Slack message) hear its end always.
+        self._plan_to(
+            plan, resolved, [c for c in self._engaged(condition, True) if c not in reached]
+        )
 
     def apply(self, plan: Plan) -> None:
         """Hand a (persisted) plan's deliveries to the channels."""
@@ -244,9 +283,13 @@ class Dispatcher:
     # -- reminders ----------------------------------------------------------------------
 
     def plan_reminders(self, now: datetime) -> Plan:
-        """The reminders due at ``now``, one per (open condition, route with repeat_interval)."""
+        """What is due at ``now``: reminders (one per open, unacknowledged condition and route
+        with repeat_interval), escalation tiers, and flapping that settled."""
         plan = Plan()
         for condition in list(self.conditions.open.values()):
+            if condition.ack is not None or self._is_flapping(condition.key):
+                continue
+            self._plan_escalations(plan, condition, now)
             for route in resolve(self.routes, condition.opened):
                 every = route.settings.repeat_interval
                 if not every:
@@ -256,7 +299,12 @@ class Dispatcher:
                 if (now - last).total_seconds() < every:
                     continue
                 self._reminded[key] = (now, number + 1)
-                self._plan_event(plan, reminder_event(condition, now, number + 1), [route])
+                current = self.conditions.open[condition.key]
+                reminder = reminder_event(current, now, number + 1)
+                self._plan_event(
+                    plan, replace(reminder, incident=freeze(incident_view(current))), [route]
+                )
+        self._plan_settled(plan, now)
         return plan
 
     async def _ticker(self) -> None:

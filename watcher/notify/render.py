@@ -42,6 +42,8 @@ class Message:
     body: str
     severity: Severity
     body_format: str = "text"
+    events: tuple[Event, ...] = ()
+    """The events it tells of, for notifiers that act per event (PagerDuty, a Slack bot)."""
 
 
 def counts_text(counts: Mapping[str, Any]) -> str:
@@ -134,6 +136,32 @@ def default_title(event: Event) -> str:
             )
         case EventKind.WATCHER_HEARTBEAT:
             return f"[ALIVE] run-watcher on {event.subject_id}: {d.get('status', 'watching')}"
+        case EventKind.INCIDENT_ACKNOWLEDGED:
+            return f"[ACKNOWLEDGED] {_incident_line(event)} by {d.get('by')}"
+        case EventKind.INCIDENT_UNACKNOWLEDGED:
+            return f"[UNACKNOWLEDGED] {_incident_line(event)}: open again"
+        case EventKind.INCIDENT_ESCALATED:
+            return f"[ESCALATED] {_incident_line(event)}: tier {d.get('tier')}, nobody acknowledged"
+        case EventKind.INCIDENT_FLAPPING if event.to_status == "flapping":
+            return f"[FLAPPING] {_incident_line(event)}: opened {d.get('opens')} times, held"
+        case EventKind.INCIDENT_FLAPPING:
+            return f"[SETTLED] {_incident_line(event)}: stopped flapping, still open"
+
+
+_INCIDENT_KINDS = frozenset(
+    {
+        EventKind.INCIDENT_ACKNOWLEDGED,
+        EventKind.INCIDENT_UNACKNOWLEDGED,
+        EventKind.INCIDENT_ESCALATED,
+        EventKind.INCIDENT_FLAPPING,
+    }
+)
+
+
+def _incident_line(event: Event) -> str:
+    """What an incident event is about: the opening event's title, without its tag."""
+    cause = event.cause or event
+    return default_title(cause).split("] ", 1)[-1]
 
 
 def transition(event: Event) -> str:
@@ -199,8 +227,18 @@ def _body(event: Event) -> list[str]:
             lines.append(f"Now: {d.get('now')}")
         elif (count := d.get("events", 1)) and int(count) > 1:
             lines.append(f"{count} events so far")
+    elif event.kind in _INCIDENT_KINDS:
+        cause = event.cause or event
+        lines.append(f"Since {d.get('since')}: {default_title(cause)}")
+        if event.kind is EventKind.INCIDENT_ACKNOWLEDGED and d.get("note"):
+            lines.append(f"Note: {clip(str(d['note']))}")
+        if event.kind is EventKind.INCIDENT_FLAPPING and d.get("message"):
+            lines.append(str(d["message"]))
     else:
         lines.append(transition(event))
+    incident = event.incident
+    if incident is not None and incident.get("state") == "open":
+        lines.append(f"Incident {incident['id']}: run-watcher ack {incident['id']} --by NAME")
     if (error := d.get("error")) and event.kind is not EventKind.NOTIFIER_FAILED:
         lines.append(f"Error: {clip(str(error))}")
     if stack := d.get("error_stack"):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.core.conditions import Condition, ConditionKind
+from watcher.core.conditions import Ack, Condition, ConditionKind, Moment
 from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
 from watcher.core.statuses import Severity, Source
 
@@ -47,6 +47,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "url": event.url,
         "details": _plain(dict(event.details)),
         **({"cause": event_to_dict(event.cause)} if event.cause is not None else {}),
+        **({"incident": _plain(event.incident)} if event.incident is not None else {}),
     }
 
 
@@ -97,6 +98,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         details=freeze(dict(data.get("details") or {})),
         url=data.get("url"),
         cause=event_from_dict(data["cause"]) if data.get("cause") else None,
+        incident=freeze(dict(data["incident"])) if data.get("incident") else None,
     )
 
 
@@ -108,6 +110,17 @@ def condition_to_dict(condition: Condition) -> dict[str, Any]:
         "opened": event_to_dict(condition.opened),
         "latest": event_to_dict(condition.latest),
         "count": condition.count,
+        "ack": (
+            {"by": condition.ack.by, "at": rfc3339(condition.ack.at), "note": condition.ack.note}
+            if condition.ack is not None
+            else None
+        ),
+        "escalated": sorted(condition.escalated),
+        "engaged": list(condition.engaged),
+        "timeline": [
+            {"at": rfc3339(m.at), "what": m.what, "text": m.text, "event_id": m.event_id}
+            for m in condition.timeline
+        ],
     }
 
 
@@ -119,4 +132,20 @@ def condition_from_dict(data: dict[str, Any]) -> Condition:
         opened=event_from_dict(data["opened"]),
         latest=event_from_dict(data["latest"]),
         count=int(data.get("count", 1)),
+        ack=(
+            Ack(str(ack["by"]), datetime.fromisoformat(ack["at"]), ack.get("note"))
+            if (ack := data.get("ack"))
+            else None
+        ),
+        escalated=frozenset(str(t) for t in data.get("escalated") or ()),
+        engaged=tuple(str(c) for c in data.get("engaged") or ()),
+        timeline=tuple(
+            Moment(
+                datetime.fromisoformat(m["at"]),
+                str(m["what"]),
+                m.get("text") or "",
+                m.get("event_id"),
+            )
+            for m in data.get("timeline") or ()
+        ),
     )

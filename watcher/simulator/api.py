@@ -4,7 +4,9 @@ Shapes follow ``../shared/reference`` and ``api-notes.md``: Parallel under
 ``/v1`` and the legacy ``/v1beta`` prefix (``x-api-key``), Trigger.dev under
 ``/api/v3/runs/{id}`` and ``/api/v1/runs`` (bearer key, ``x-trigger-api-version``,
 its token-bucket limiter with ``x-ratelimit-*`` headers and problem+json 429), and its
-realtime shapes under ``/realtime/v1`` (``watcher/simulator/realtime.py``).
+realtime shapes under ``/realtime/v1`` (``watcher/simulator/realtime.py``); and the
+notifier fakes: PagerDuty's Events API under ``/pagerduty``, Slack's Web API under
+``/slack``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import anyio
 from watcher.core.statuses import trigger_statuses
 from watcher.http_server import Request, Response, json_response
 from watcher.simulator.faults import BrokenBody, dripping, hang, reset_mid_body
+from watcher.simulator.pagerduty import PagerDutyFake
 from watcher.simulator.realtime import RealtimeServer
+from watcher.simulator.slack import SlackFake
 from watcher.simulator.trigger_runs import is_current, public_status
 from watcher.simulator.world import Fault, World
 
@@ -83,12 +87,21 @@ class SimulatorApi:
         self.world = world
         self.limiter = limiter or TriggerLimiter()
         self.realtime = realtime or RealtimeServer(world)
+        self.pagerduty = PagerDutyFake()
+        """PagerDuty's Events API v2, under ``/pagerduty``."""
+        self.slack = SlackFake()
+        """Slack's Web API for a bot, under ``/slack``."""
 
     async def __call__(self, request: Request) -> Response:
         """Handle one request."""
         segments = [unquote(s) for s in request.raw_path.split("/") if s]
         if segments[:1] == ["_sim"]:
             return await self._control(request, segments[1:])
+        # Notifier fakes: not the upstreams, so not counted, faulted or rate-limited here.
+        if segments[:1] == ["pagerduty"]:
+            return await self.pagerduty.handle(request, segments[1:])
+        if segments[:1] == ["slack"]:
+            return await self.slack.handle(request, segments[1:])
         self.world.seen.append((request.method, request.path, request.query, request.headers))
         fault = self.world.take_fault(request.path)
         if fault is not None and (faulted := await self._fault(fault)) is not None:
