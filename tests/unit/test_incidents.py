@@ -6,7 +6,9 @@ lifecycle is pure planning over data, with the time passed in.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,19 +17,24 @@ from virtual_time import LoopClock
 from watcher.config.loader import parse_config
 from watcher.config.notifications import build_routes
 from watcher.core.budget import BudgetPolicy
-from watcher.core.conditions import ConditionBook
+from watcher.core.conditions import ConditionBook, reminder_event
 from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze
 from watcher.core.flapping import FlapPolicy
-from watcher.core.incidents import IncidentError, incident_id
+from watcher.core.incidents import IncidentError, incident_id, incident_view
+from watcher.core.redelivery import RetryPolicy, next_attempt
 from watcher.core.routing import parse_matcher
 from watcher.core.silences import Silence
 from watcher.core.statuses import Severity, Source
 from watcher.notify.apprise_sender import DeliveryResult
 from watcher.notify.channel import DeliveryPolicy, NotifierChannel, Unlogged
 from watcher.notify.dispatcher import Dispatcher, Plan
+from watcher.notify.pagerduty import pagerduty_event
 from watcher.notify.render import Message
 from watcher.notify.serialize import condition_from_dict, condition_to_dict
+from watcher.notify.slack_blocks import incident_blocks, opened_facts, state_line
 from watcher.notify.templates import MessageRenderer
+from watcher.simulator.pagerduty import validate_event
+from watcher.simulator.slack import check_blocks
 
 pytestmark = pytest.mark.anyio
 
@@ -288,3 +295,89 @@ async def test_incidents_survive_the_state_file() -> None:
     assert incident_id(back) == incident_id(condition)
     assert back.engaged == ("chat", "pager", "boss")
     assert [m.what for m in back.timeline] == ["opened", "escalated", "acknowledged"]
+
+
+def _valid(body: dict[str, object] | None) -> list[str]:
+    assert body is not None
+    return validate_event({**body, "routing_key": "R" * 32})
+
+
+async def test_each_step_of_an_incident_is_its_pagerduty_action_and_the_schema_takes_it() -> None:
+    d = desk(ROUTES)
+    opening = d.plan([failed("run_1")]).deliveries[0].event
+    ident = str(opening.incident["id"]) if opening.incident else ""
+    trigger = pagerduty_event(opening, source="etl-host")
+    assert trigger is not None
+    assert (trigger["event_action"], trigger["dedup_key"]) == ("trigger", ident)
+    payload = trigger["payload"]
+    assert (payload["severity"], payload["source"], payload["group"]) == (
+        "error",
+        "etl-host",
+        "nightly",
+    )
+    assert payload["custom_details"]["error"] == "boom"
+    assert payload["custom_details"]["acknowledge"] == f"run-watcher ack {ident} --by NAME"
+    assert _valid(trigger) == []
+    (condition,) = d.conditions.open.values()
+    ack_plan, _ = d.plan_ack(ident, "ana", None, at(3))
+    ack = pagerduty_event(ack_plan.deliveries[0].event)
+    assert ack == {"event_action": "acknowledge", "dedup_key": ident}
+    assert _valid(ack) == []
+    reminder = reminder_event(condition, at(60), 1)
+    assert pagerduty_event(replace(reminder, incident=opening.incident)) is None
+    ended = d.plan([finished(20)])
+    by_kind = {dl.event.kind: dl.event for dl in ended.deliveries}
+    assert pagerduty_event(by_kind[EventKind.GROUP_FINISHED]) is None  # its resolve follows
+    resolve = pagerduty_event(by_kind[EventKind.CONDITION_RESOLVED])
+    assert resolve == {"event_action": "resolve", "dedup_key": ident}
+    # Outside any incident: a failure is a page of its own; good news is not.
+    lone = replace(opening, incident=None, kind=EventKind.RUN_STATUS_CHANGED)
+    assert (pagerduty_event(lone) or {})["dedup_key"] == lone.event_id
+    assert pagerduty_event(replace(lone, severity=Severity.SUCCESS)) is None
+
+
+def test_the_fake_refuses_what_pagerduty_refuses() -> None:
+    assert validate_event({"routing_key": "k", "event_action": "trigger"}) == [
+        "'payload' is missing or not an object"
+    ]
+    assert "'dedup_key' is missing or blank" in validate_event(
+        {"routing_key": "k", "event_action": "resolve"}
+    )
+    problems = validate_event(
+        {
+            "routing_key": "k",
+            "event_action": "trigger",
+            "payload": {"summary": "x" * 1025, "source": "s", "severity": "fatal"},
+        }
+    )
+    assert problems == [
+        "'payload.summary' is longer than 1024 characters",
+        "'payload.severity' must be one of critical, error, warning, info",
+    ]
+
+
+async def test_slack_blocks_stay_within_slacks_limits_whatever_the_error() -> None:
+    d = desk(ROUTES)
+    huge = replace(failed("run_1"), details=freeze({"group_id": "tgrp_1", "error": "x" * 50_000}))
+    event = d.plan([huge]).deliveries[0].event
+    assert event.incident is not None
+    text, blocks = incident_blocks(event.incident, opened_facts(event))
+    assert check_blocks(blocks) is None
+    assert len(text) <= 4000
+    assert blocks[0]["text"]["text"].startswith("FAILING: [FAILED] run run_1 failed in nightly")
+    (condition,) = d.conditions.open.values()
+    _, acked = d.plan_ack(incident_id(condition), "ana", "x" * 5000, at(2))
+    text, blocks = incident_blocks(incident_view(acked), opened_facts(event))
+    assert check_blocks(blocks) is None
+    assert blocks[0]["text"]["text"].startswith("ACKNOWLEDGED by ana")
+    resolved = d.plan([finished(14)]).deliveries[-1].event
+    assert resolved.incident is not None
+    assert state_line(resolved.incident) == "RESOLVED after 14m"
+
+
+def test_a_receivers_retry_after_replaces_the_backoff_within_the_cap() -> None:
+    policy = RetryPolicy(max_attempts=5, retry_for=60.0, initial_backoff=1.0, max_backoff=2.0)
+    rng = random.Random(1)
+    assert next_attempt(policy, 1, 0.0, 10.0, rng, retry_after=30.0) == 40.0
+    assert next_attempt(policy, 1, 0.0, 50.0, rng, retry_after=30.0) == 60.0  # the cap
+    assert next_attempt(policy, 5, 0.0, 10.0, rng, retry_after=1.0) is None

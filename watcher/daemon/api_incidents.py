@@ -48,13 +48,14 @@ _STATUS = {"unknown": 404, "ambiguous": 400, "invalid": 400, "conflict": 409}
 
 def _one(views: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     wanted = ref if ref.startswith("inc_") else "inc_" + ref
-    found = [v for v in views if str(v["id"]).startswith(wanted)]
-    if len({v["id"] for v in found}) > 1:
-        ids = ", ".join(sorted({str(v["id"]) for v in found}))
-        raise Rejected(400, [f"incident {ref!r} is ambiguous: {ids}"])
-    if not found or len(wanted) < 8:
+    if len(wanted) < 8:
+        raise Rejected(400, [f"incident {ref!r}: give at least 4 characters of its id"])
+    found = {str(v["id"]): v for v in views if str(v["id"]).startswith(wanted)}
+    if len(found) > 1:
+        raise Rejected(400, [f"incident {ref!r} is ambiguous: {', '.join(sorted(found))}"])
+    if not found:
         raise Rejected(404, [f"no incident {ref!r}"])
-    return found[0]
+    return next(iter(found.values()))
 
 
 async def answer_incidents(

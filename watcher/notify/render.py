@@ -20,6 +20,7 @@ from watcher.notify.serialize import event_to_json, events_to_json, rfc3339
 __all__ = [
     "MAX_LISTED",
     "Message",
+    "ack_command",
     "counts_text",
     "default_title",
     "event_line",
@@ -236,9 +237,6 @@ def _body(event: Event) -> list[str]:
             lines.append(str(d["message"]))
     else:
         lines.append(transition(event))
-    incident = event.incident
-    if incident is not None and incident.get("state") == "open":
-        lines.append(f"Incident {incident['id']}: run-watcher ack {incident['id']} --by NAME")
     if (error := d.get("error")) and event.kind is not EventKind.NOTIFIER_FAILED:
         lines.append(f"Error: {clip(str(error))}")
     if stack := d.get("error_stack"):
@@ -288,9 +286,19 @@ def _body(event: Event) -> list[str]:
         )
         lines.append(f"Changed upstream {changed}{late}")
     lines.append(f"Seen {rfc3339(event.observed_at)} · {event.event_id}")
+    if (ack := ack_command(event)) is not None:
+        lines.append(f"Acknowledge: {ack}")
     if (silence := silence_command(event)) is not None:
         lines.append(f"Silence: {silence}")
     return lines
+
+
+def ack_command(event: Event) -> str | None:
+    """The command that acknowledges the open incident ``event`` belongs to, if any."""
+    incident = event.incident
+    if incident is None or incident.get("state") != "open":
+        return None
+    return f"run-watcher ack {incident['id']} --by NAME"
 
 
 _STACK_LINES = 12
@@ -414,6 +422,8 @@ def render_text(events: Sequence[Event]) -> Message:
         lines.append(f"Runs now: {counts_text(counts)}")
     lines.append(_watch_line(first))
     lines.append(f"Seen {rfc3339(events[0].observed_at)} to {rfc3339(events[-1].observed_at)}")
+    if (ack := ack_command(events[-1])) is not None:
+        lines.append(f"Acknowledge: {ack}")
     return Message(digest_title(events), "\n".join(lines), worst_severity(events))
 
 

@@ -32,6 +32,7 @@ from watcher.core.statuses import Severity, Source
 from watcher.notify.render import (
     MAX_LISTED,
     Message,
+    ack_command,
     counts_text,
     render_json,
     render_text,
@@ -161,6 +162,7 @@ def template_context(events: Sequence[Event]) -> dict[str, Any]:
         "watch": shown[0]["watch"],
         "group": group,
         "silence": silence_command(events[-1]),
+        "ack": ack_command(events[-1]),
     }
 
 
@@ -185,7 +187,8 @@ _CHAT_BODY = """\
 {% endif %}{% endif %}
 _{{ watch.name or watch.id }}_ · {{ watch.type }}{% for k, v in watch.labels | dictsort %} · {{ k }}={{ v }}{% endfor %}
 
-{% if silence %}Silence: `{{ silence }}`{% endif %}
+{% if ack %}Acknowledge: `{{ ack }}`
+{% endif %}{% if silence %}Silence: `{{ silence }}`{% endif %}
 """
 
 _EMAIL_BODY = """\
@@ -212,6 +215,7 @@ _EMAIL_BODY = """\
 {% if d.error_stack %}<pre style="background:#f8f8f8;border:1px solid #eee;padding:8px;font-size:12px;white-space:pre-wrap">{{ d.error_stack | truncate(4000) }}</pre>{% endif %}
 {% if d.updated_at or d.modified_at %}<p>Changed upstream {{ d.updated_at or d.modified_at }}{% if d.seen_late %} <b>(seen late: it changed while the watcher was not running)</b>{% endif %}</p>{% endif %}
 {% endif %}
+{% if ack %}<p style="font-size:12px">Acknowledge it: <code>{{ ack }}</code></p>{% endif %}
 {% if silence %}<p style="font-size:12px">Silence it for an hour: <code>{{ silence }}</code></p>{% endif %}
 <p style="color:#666;font-size:12px;margin-top:16px">Watch <b>{{ watch.name or watch.id }}</b> ({{ watch.type }} {{ watch.id }}){% for k, v in watch.labels | dictsort %} &middot; {{ k }}={{ v }}{% endfor %}<br>
 Seen {{ event.observed_at }} &middot; {{ event.event_id }}{% if count > 1 %} &middot; {{ count }} events{% endif %}</p>
