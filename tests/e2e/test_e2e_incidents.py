@@ -55,10 +55,9 @@ def notifiers(sim_url: str, receiver: WebhookReceiver) -> list[dict[str, Any]]:
     ]
 
 
-ROUTES = [
-    {"match": {"severity": "failure"}, "notify": ["page", "chat"], "continue": True},
-    {"match": {}, "notify": ["audit"]},
-]
+# Everything to every notifier: a failing group's progress is news of its incident
+# (replies in its thread, no page), not posts of their own.
+ROUTES = [{"match": {}, "notify": ["page", "chat", "audit"]}]
 
 
 async def until(check: Callable[[], bool], within: float = 15.0) -> None:
@@ -161,6 +160,8 @@ async def test_a_group_failure_is_one_page_and_one_slack_message_through_its_lif
     replies = [str(m["text"]) for m in slack.replies(ts)]
     assert any(r.startswith("Acknowledged by *ana*: looking") for r in replies)
     assert any(r.startswith("Resolved after") for r in replies)
+    assert any(r.startswith("[PROGRESS] nightly") for r in replies)
+    assert any(r.startswith("[FINISHED] nightly") for r in replies)
     no_refusals(pd, slack)
 
 

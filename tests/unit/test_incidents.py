@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 from virtual_time import LoopClock
 
@@ -28,6 +29,7 @@ from watcher.core.statuses import Severity, Source
 from watcher.notify.apprise_sender import DeliveryResult
 from watcher.notify.channel import DeliveryPolicy, NotifierChannel, Unlogged
 from watcher.notify.dispatcher import Dispatcher, Plan
+from watcher.notify.incident_plans import Sink
 from watcher.notify.pagerduty import pagerduty_event
 from watcher.notify.render import Message
 from watcher.notify.serialize import condition_from_dict, condition_to_dict
@@ -73,7 +75,7 @@ async def _nowhere(plan: Plan) -> None:  # pragma: no cover - plans are read, no
 DEFAULT_FLAPS = FlapPolicy()
 
 
-def desk(yaml: str, flaps: FlapPolicy | None = DEFAULT_FLAPS) -> Dispatcher:
+def desk(yaml: str, flaps: FlapPolicy | None = DEFAULT_FLAPS, sink: Sink = _nowhere) -> Dispatcher:
     config = parse_config(
         """
 notifiers:
@@ -84,7 +86,7 @@ notifiers:
         + yaml
     )
     dispatcher = Dispatcher(
-        build_routes(config.routes, config.notifications), CLOCK, sink=_nowhere, flaps=flaps
+        build_routes(config.routes, config.notifications), CLOCK, sink=sink, flaps=flaps
     )
     channels = [chan("chat", ["chat"]), chan("pager", ["page"], True), chan("boss", ["boss"])]
     dispatcher.configure(dispatcher.routes, (), channels)
@@ -381,3 +383,40 @@ def test_a_receivers_retry_after_replaces_the_backoff_within_the_cap() -> None:
     assert next_attempt(policy, 1, 0.0, 10.0, rng, retry_after=30.0) == 40.0
     assert next_attempt(policy, 1, 0.0, 50.0, rng, retry_after=30.0) == 60.0  # the cap
     assert next_attempt(policy, 5, 0.0, 10.0, rng, retry_after=1.0) is None
+
+
+async def test_the_ticker_escalates_at_each_tiers_time_and_not_after_an_ack() -> None:
+    """On virtual time: the ticker wakes when a tier is due, not at its next tick."""
+    sunk: list[tuple[float, Plan]] = []
+
+    async def sink(plan: Plan) -> None:
+        sunk.append((anyio.current_time(), plan))
+
+    d = desk(ROUTES, sink=sink)
+
+    start = 0.0
+
+    def escalations() -> list[tuple[float, int]]:
+        return sorted(
+            {
+                (round(t - start, 2), int(dl.event.details["tier"]))
+                for t, p in sunk
+                for dl in p.deliveries
+                if dl.event.kind is EventKind.INCIDENT_ESCALATED
+            }
+        )
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(d.run)
+        await anyio.sleep(7)  # off the ticker's 60 s beat: only an exact wake-up is on time
+        start = anyio.current_time()
+        d.plan([failed("run_1", minutes=start / 60)])
+        await anyio.sleep(10 * 60 - 1)
+        assert escalations() == []
+        await anyio.sleep(2)
+        assert escalations() == [(600.0, 1)]
+        (condition,) = d.conditions.open.values()
+        await d.acknowledge(incident_id(condition), "ana")
+        await anyio.sleep(3600)
+        assert escalations() == [(600.0, 1)]  # acknowledged: tier 2 (30m) never fires
+        d.close()

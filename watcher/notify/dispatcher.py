@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from watcher.clock import Clock
+from watcher.core import incidents
 from watcher.core.conditions import Condition, ConditionBook, Moment, reminder_event
 from watcher.core.events import Event, EventKind, WatchRef, WatchType, freeze, make_event_id
 from watcher.core.flapping import FlapPolicy, FlapState
@@ -50,6 +51,7 @@ __all__ = ["DEFAULT_ROUTE", "Delivery", "Dispatcher", "Plan", "watcher_event"]
 log = structlog.get_logger("watcher.notify")
 
 _MIN_TICK, _MAX_TICK = 1.0, 60.0
+_MIN_SLEEP = 0.05
 _BROADCAST = RouteNode("broadcast", settings=RouteSettings(notify=None))
 DEFAULT_ROUTE = RouteNode(
     "restored", settings=RouteSettings(notify=None, group_wait=0.0, group_interval=0.0)
@@ -122,6 +124,7 @@ class Dispatcher(IncidentPlanner):
         self.undelivered: dict[str, list[str]] = {}
         self._reminded: dict[tuple[str, str], tuple[datetime, int]] = {}
         self._sink = sink
+        self._poked = anyio.Event()
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self.channels: list[NotifierChannel] = []
@@ -237,6 +240,10 @@ class Dispatcher(IncidentPlanner):
                 # The event that ended an incident says so (a Slack thread reply, not a page).
                 first, ended = closed[0]
                 event = replace(event, incident=freeze(incident_view(first, ended=ended)))
+            elif (related := self._related(event)) is not None:
+                # News of a subject with an open incident (a failing group's progress)
+                # belongs to it: a reply in its Slack thread, not a post of its own.
+                event = replace(event, incident=freeze(incident_view(related)))
             if held:
                 self.held += 1
             else:
@@ -249,7 +256,17 @@ class Dispatcher(IncidentPlanner):
                 self._resolve(plan, gone, resolved)
             if condition is not None:
                 plan.conditions[condition.key] = condition_to_dict(condition)
+                if condition.count == 1:
+                    self.poke()
         return plan
+
+    def _related(self, event: Event) -> Condition | None:
+        """The open condition of ``event``'s own subject, if any."""
+        prefix = f"{event.watch.key}#{event.subject_id}#"
+        for suffix in ("failing", "stuck", "action_required"):
+            if (found := self.conditions.open.get(prefix + suffix)) is not None:
+                return found
+        return None
 
     def _resolve(self, plan: Plan, condition: Condition, resolved: Event) -> None:
         """``condition`` closed: its resolved message, and its incident's end everywhere."""
@@ -307,17 +324,56 @@ class Dispatcher(IncidentPlanner):
         self._plan_settled(plan, now)
         return plan
 
+    def next_due(self, now: datetime) -> float | None:
+        """Seconds from ``now`` until the next reminder, escalation tier or flapping check
+        is due (never negative); None when nothing is."""
+        dues: list[datetime] = []
+        for condition in self.conditions.open.values():
+            if condition.ack is not None or self._is_flapping(condition.key):
+                continue
+            silenced = silenced_by(self.silences, condition.opened, now) is not None
+            for route in resolve(self.routes, condition.opened):
+                s = route.settings
+                if s.repeat_interval:
+                    last, _ = self._reminded.get((route.id, condition.key), (condition.since, 0))
+                    dues.append(last + timedelta(seconds=s.repeat_interval))
+                if s.escalate and not silenced:  # a silence's end is caught by the tick
+                    fired = condition.escalated
+                    dues += [
+                        condition.since + timedelta(seconds=t.after)
+                        for i, t in enumerate(s.escalate)
+                        if incidents.tier_key(route.id, i) not in fired
+                    ]
+        if self.flap_policy is not None:
+            quiet = timedelta(seconds=self.flap_policy.quiet)
+            dues += [
+                f.last_change + quiet for f in self.flaps.values() if f.flapping and f.last_change
+            ]
+        if not dues:
+            return None
+        return max(0.0, (min(dues) - now).total_seconds())
+
+    def poke(self) -> None:
+        """Something may be due sooner (a condition opened, an incident was acknowledged)."""
+        self._poked.set()
+
     async def _ticker(self) -> None:
         while True:
-            await anyio.sleep(self._tick)
+            due = self.next_due(self.clock.wall())
+            # Due times to the moment, within a floor (no spinning) and the periodic tick.
+            timeout = self._tick if due is None else min(self._tick, max(_MIN_SLEEP, due))
+            self._poked = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._poked.wait()
             plan = self.plan_reminders(self.clock.wall())
-            if plan.deliveries:
+            if plan.deliveries or plan.conditions:
                 await self._sink(plan)
 
     def restore_conditions(self, conditions: Sequence[Condition]) -> None:
         """Open conditions read back from the state file."""
         for condition in conditions:
             self.conditions.open[condition.key] = condition
+        self.poke()
 
     # -- the watcher's own events -------------------------------------------------------
 

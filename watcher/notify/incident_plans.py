@@ -253,6 +253,9 @@ class IncidentPlanner:
         self._plan_to(plan, event, self._engaged(condition))
         return plan, condition
 
+    def poke(self) -> None:
+        raise NotImplementedError
+
     async def acknowledge(self, ref: str, by: str, note: str | None = None) -> dict[str, Any]:
         """Acknowledge (persisted, then told to the engaged); the incident's view."""
         plan, condition = self.plan_ack(ref, by, note, self.clock.wall())
@@ -263,6 +266,7 @@ class IncidentPlanner:
         """Un-acknowledge; the incident's view."""
         plan, condition = self.plan_unack(ref, self.clock.wall())
         await self._sink(plan)
+        self.poke()  # reminders and escalation may be due at once
         return incident_view(condition, timeline=True)
 
     def incidents(self, open_only: bool = False) -> list[dict[str, Any]]:

@@ -51,6 +51,9 @@ _RATE = BudgetPolicy(rate=100 / 60.0, burst=20)
 _MAX_WAIT = 30.0
 
 Action = Literal["trigger", "acknowledge", "resolve"]
+_TRIGGERS = frozenset({EventKind.INCIDENT_ESCALATED, EventKind.INCIDENT_FLAPPING})
+"""Incident news that pages a notifier not yet paged: an escalation tier reached, a
+flapping condition settled open."""
 
 
 def _action(event: Event) -> tuple[Action, str] | None:
@@ -73,7 +76,10 @@ def _action(event: Event) -> tuple[Action, str] | None:
             return None
     if state == "resolved":
         return None  # the event that ended it (group.finished): its resolve follows
-    return "trigger", key
+    opens = event.event_id == incident.get("opened_event_id")
+    if opens or event.kind in _TRIGGERS or event.severity in (Severity.FAILURE, Severity.WARNING):
+        return "trigger", key  # a page already triggered is not triggered again
+    return None  # news of the incident that is no page (a failing group's progress)
 
 
 def pagerduty_event(event: Event, *, source: str | None = None) -> dict[str, Any] | None:

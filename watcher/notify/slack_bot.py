@@ -195,13 +195,16 @@ class SlackBotNotifier:
             raise _Failed(DeliveryResult(False, "ERROR", detail)) from None
 
     def _failure(self, method: str, exc: SlackApiError) -> DeliveryResult:
+        # A SlackResponse, or (a body that is not JSON) the raw HTTP response.
         response = exc.response
-        code = str(response.get("error") or f"HTTP {response.status_code}")
+        status = getattr(response, "status_code", None) or getattr(response, "status", None)
+        data = getattr(response, "data", None)
+        error = data.get("error") if isinstance(data, dict) else None
+        code = str(error or f"HTTP {status}")
         detail = self._scrub(f"Slack {method.replace('_', '.')}: {code}")[:500]
-        if response.status_code == 429 or code == "ratelimited":
-            after = _seconds(
-                response.headers.get("Retry-After") or response.headers.get("retry-after")
-            )
+        if status == 429 or code == "ratelimited":
+            headers = getattr(response, "headers", None) or {}
+            after = _seconds(headers.get("Retry-After") or headers.get("retry-after"))
             return DeliveryResult(
                 False, "ratelimited", detail, retry_after=after if after is not None else 1.0
             )
