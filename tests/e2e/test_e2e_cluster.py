@@ -397,3 +397,44 @@ async def test_what_a_killed_replica_owed_is_sent_by_its_successor(
             await st.receiver.wait_until(st.delivered({("run_owed", "FAILED")}))
         counts = st.counts()
     assert counts[("run_owed", "FAILED")] == 1
+
+
+async def test_an_incident_is_acknowledged_from_any_replica(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    world = World()  # run_gone is not there: its watch cannot see it, an incident opens
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, ["run_gone"])
+        for name in ("r0", "r1"):
+            await st.start(name, config)
+        owner = await st.sole_owner(["r0", "r1"])
+        other = st.replicas["r1" if owner == "r0" else "r0"]
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(
+                lambda rs: any(e["kind"] == "watch.error" for r in rs for e in r.events)
+            )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{other.port}", timeout=5) as c:
+            with anyio.fail_after(30):
+                while not (listed := (await c.get("/incidents?open=true")).json()["incidents"]):  # noqa: ASYNC110 - polling another process
+                    await anyio.sleep(0.1)
+            (incident,) = listed
+            assert incident["elsewhere"] is True  # the owner holds it; Redis shares it
+            answer = await c.post(f"/incidents/{incident['id']}/ack", json={"by": "ana"})
+            assert answer.status_code == 202, answer.text
+            assert "applies it" in answer.json()["incident"]["pending"]
+            with anyio.fail_after(30):
+                await st.receiver.wait_until(
+                    lambda rs: any(
+                        e["kind"] == "incident.acknowledged" for r in rs for e in r.events
+                    )
+                )
+            with anyio.fail_after(10):
+                state = ""
+                while state != "acknowledged":
+                    await anyio.sleep(0.1)
+                    state = (await c.get(f"/incidents/{incident['id']}")).json()["incident"][
+                        "state"
+                    ]
+    acks = [e for e in st.receiver.events() if e["kind"] == "incident.acknowledged"]
+    assert len(acks) == 1
+    assert acks[0]["details"]["by"] == "ana"

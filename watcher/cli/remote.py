@@ -341,6 +341,8 @@ def ack(url: str, ref: str, by: str | None, note: str | None, undo: bool) -> int
     if undo:
         view = call("DELETE", f"{url}/incidents/{ref}/ack")["incident"]
         print(f"{view['id']}: open again (reminders and escalation resume)")
+        if view.get("pending"):
+            print(f"  ({view['pending']})")
         return EXIT_OK
     who = by or os.environ.get("USER") or os.environ.get("LOGNAME")
     if not who:
@@ -351,4 +353,6 @@ def ack(url: str, ref: str, by: str | None, note: str | None, undo: bool) -> int
         body["note"] = note
     view = call("POST", f"{url}/incidents/{ref}/ack", body)["incident"]
     print(f"{view['id']}: acknowledged by {who}: {view['summary']}")
+    if view.get("pending"):
+        print(f"  ({view['pending']})")
     return EXIT_OK

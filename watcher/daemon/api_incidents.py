@@ -8,7 +8,8 @@
 ``DELETE /incidents/{id}/ack``        take the acknowledgement back
 ====================================  ===========================================
 
-An unknown, ambiguous or resolved incident is a 404 or 409 that says which.
+An unknown, ambiguous or resolved incident is a 404, 400 or 409 that says which; one
+another replica of a cluster holds is acknowledged there (202).
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ _MAX_NAME, _MAX_NOTE = 100, 1000
 class Incidents(Protocol):
     """The dispatcher's incident desk."""
 
-    def incidents(self, open_only: bool = False) -> list[dict[str, Any]]:
+    async def incidents(self, open_only: bool = False) -> list[dict[str, Any]]:
         """Open incidents, then the latest resolved."""
         ...
 
-    async def acknowledge(self, ref: str, by: str, note: str | None = None) -> dict[str, Any]:
-        """Acknowledge an open incident; its view."""
+    async def acknowledge(
+        self, ref: str, by: str, note: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Acknowledge an open incident: 200 (or 202: another replica applies it), its view."""
         ...
 
-    async def unacknowledge(self, ref: str) -> dict[str, Any]:
-        """Take an acknowledgement back; its view."""
+    async def unacknowledge(self, ref: str) -> tuple[int, dict[str, Any]]:
+        """Take an acknowledgement back: 200 or 202, its view."""
         ...
 
 
@@ -76,12 +79,12 @@ async def answer_incidents(
             if method not in ("GET", "HEAD"):
                 raise Rejected(405, [f"{method} not allowed on /incidents: use GET"])
             open_only = (query.get("open") or ["false"])[0].lower() in ("1", "true", "yes")
-            return 200, {"incidents": desk.incidents(open_only)}
+            return 200, {"incidents": await desk.incidents(open_only)}
         ref = parts[0]
         if len(parts) == 1:
             if method not in ("GET", "HEAD"):
                 raise Rejected(405, [f"{method} not allowed on {path}: use GET"])
-            return 200, {"incident": _one(desk.incidents(), ref)}
+            return 200, {"incident": _one(await desk.incidents(), ref)}
         if parts[1:] != ["ack"]:
             raise Rejected(404, [f"no endpoint {path}"])
         if not writable:
@@ -93,13 +96,13 @@ async def answer_incidents(
                 raise Rejected(400, [f"by: give who acknowledges it (1 to {_MAX_NAME} characters)"])
             if note is not None and (not isinstance(note, str) or len(note) > _MAX_NOTE):
                 raise Rejected(400, [f"note: a text of at most {_MAX_NOTE} characters"])
-            view = await desk.acknowledge(ref, by.strip(), note)
+            status, view = await desk.acknowledge(ref, by.strip(), note)
             log.info("incident acknowledged", incident=view["id"], by=by.strip(), note=note)
-            return 200, {"incident": view}
+            return status, {"incident": view}
         if method == "DELETE":
-            view = await desk.unacknowledge(ref)
+            status, view = await desk.unacknowledge(ref)
             log.info("incident acknowledgement taken back", incident=view["id"])
-            return 200, {"incident": view}
+            return status, {"incident": view}
         raise Rejected(405, [f"{method} not allowed on {path}: use POST or DELETE"])
     except IncidentError as exc:
         return _STATUS[exc.problem], {"error": str(exc), "problems": [str(exc)]}

@@ -52,6 +52,7 @@ from watcher.daemon.build import (
 from watcher.daemon.cluster import build_cluster, join_cluster
 from watcher.daemon.durability import Durability
 from watcher.daemon.http_api import ControlApi, serve_endpoints
+from watcher.daemon.incident_desk import IncidentDesk
 from watcher.daemon.incident_refs import ClusterRefs, DurableRefs
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.loop_lag import watch_loop_lag
@@ -136,6 +137,9 @@ class Daemon:
         if self.cluster is not None:
             self.outbox.shared = self.dispatcher.sends = self.cluster
             self.refs = ClusterRefs(self.durability, self.cluster.redis)
+        self.incident_desk = IncidentDesk(self.dispatcher, self.cluster)
+        if self.cluster is not None:
+            self.cluster.on_acks = self.incident_desk.apply_requests
         self.channels = (
             list(channels)
             if channels is not None
@@ -359,7 +363,7 @@ class Daemon:
                 reload=self.reload_from_file,
                 token=token.get_secret_value() if token else None,
                 loopback=is_loopback(self.config.http.listen_host),
-                incidents=self.dispatcher,
+                incidents=self.incident_desk,
             ),
             self.config.http,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,8 @@ __all__ = ["Cluster", "build_cluster", "join_cluster"]
 
 log = structlog.get_logger("watcher.cluster")
 
+ACK_KEEP = 600.0
+"""An acknowledgement no replica applied in this long (its incident ended) is dropped."""
 SENT_KEEP = 86400.0
 """How long the notification log remembers a send (a later copy is dropped meanwhile)."""
 
@@ -132,6 +135,9 @@ class Cluster:
         """Given what dead replicas owed for the watches taken over, to send again."""
         self.on_given: Callable[[str], None] | None = None
         """Told of each watch given back (its conditions are the next holder's now)."""
+        self.on_acks: Callable[[dict[str, dict[str, Any]]], Awaitable[set[str]]] | None = None
+        """Given the acknowledgements taken on any replica, by incident id; applies those of
+        the incidents this replica holds and says which."""
         self._was_open_all = False
         self._tick = anyio.Event()
 
@@ -199,8 +205,31 @@ class Cluster:
                 log.exception("internal error in the cluster tick")
 
     def poke(self) -> None:
-        """Tick now (a watch was added)."""
+        """Tick now (a watch was added, an acknowledgement was asked for)."""
         self._tick.set()
+
+    async def _acks(
+        self, apply: Callable[[dict[str, dict[str, Any]]], Awaitable[set[str]]]
+    ) -> None:
+        """Apply the acknowledgements asked of incidents held here; drop the stale."""
+        asked = await self.redis.entries("acks")
+        if not asked:
+            return
+        done = await apply(asked)
+        now = time.time()
+        done |= {i for i, a in asked.items() if now - float(a.get("at") or 0) > ACK_KEEP}
+        if done:
+            await self.redis.put_entries("acks", [(i, None) for i in done])
+
+    async def ask(self, incident: str, request: dict[str, Any]) -> None:
+        """Leave an acknowledgement (or ``{"undo": true}``) for whichever replica holds the
+        incident; it applies it at its next tick."""
+        await self.redis.put_entries("acks", [(incident, {**request, "at": time.time()})])
+        self.poke()
+
+    async def shared_conditions(self) -> dict[str, dict[str, Any]]:
+        """Every replica's open conditions, as the cluster holds them."""
+        return await self.redis.entries("conditions")
 
     async def tick(self, *, renew_member: bool = True) -> None:
         """One round: renew, re-plan the leases, take over, give back, read the silences."""
@@ -218,6 +247,8 @@ class Cluster:
             await self._leases(watcher)
             if self.on_silences is not None:
                 self.on_silences(await self.redis.entries("silences"))
+            if self.on_acks is not None:
+                await self._acks(self.on_acks)
         except RedisUnavailable as exc:
             error = SCRUBBER.text(str(exc))
             self.membership, said = renew_failed(self.membership, self.clock.now(), error)
