@@ -30,6 +30,8 @@ __all__ = ["Ack", "Condition", "ConditionBook", "ConditionKind", "Moment", "remi
 
 TIMELINE_MAX = 50
 """Timeline entries an incident keeps: the first, and the latest others."""
+TIMELINE_FEEDS = 5
+"""Events feeding an open condition that its timeline lists (later ones are counted)."""
 
 
 class ConditionKind(StrEnum):
@@ -171,7 +173,9 @@ class ConditionBook:
                 self.open[key] = Condition(key, kind, event, event, timeline=(first,))
             else:
                 fed = replace(current, latest=event, count=current.count + 1)
-                self.open[key] = fed.noted(moment)
+                # A storm feeds one condition thousands of times: the first few go on
+                # the timeline, the count tells the rest (and keeps each write small).
+                self.open[key] = fed.noted(moment) if current.count < TIMELINE_FEEDS else fed
         return closed
 
     def forget_watch(self, watch_key: str) -> None:
