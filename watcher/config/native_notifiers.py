@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +22,7 @@ from watcher.config.base import Strict
 from watcher.notify.apprise_sender import Notifier
 from watcher.notify.incident_refs import IncidentRefs
 
-__all__ = ["NativeNotifier", "PagerDutyConfig", "SlackBotConfig", "read_secret"]
+__all__ = ["NativeNotifier", "PagerDutyConfig", "SenderParts", "SlackBotConfig", "read_secret"]
 
 
 def read_secret(what: str, value: SecretStr | None, env: str | None, file: Path | None) -> str:
@@ -49,6 +50,24 @@ def _exactly_one(what: str, *given: object) -> None:
         raise ValueError(f"give exactly one of {what}, {what}_env, {what}_file")
 
 
+@dataclass(frozen=True, slots=True)
+class SenderParts:
+    """What the daemon gives every native sender: the notifier's stable id, the send
+    timeout, where it remembers incidents, the secret scrubber and the clock."""
+
+    ref_id: str
+    timeout: float
+    refs: IncidentRefs
+    scrub: Callable[[str], str]
+    clock: Clock
+
+
+def _http_base(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
 class NativeNotifier(Protocol):
     """A notifier section that builds its own sender (the seam beside apprise URLs)."""
 
@@ -60,17 +79,7 @@ class NativeNotifier(Protocol):
         """Why ``secret`` cannot be right, before any request; None if it looks right."""
         ...
 
-    def build(
-        self,
-        secret: str,
-        *,
-        name: str | None,
-        ref_id: str,
-        timeout: float,
-        refs: IncidentRefs,
-        scrub: Callable[[str], str],
-        clock: Clock,
-    ) -> Notifier:
+    def build(self, secret: str, name: str | None, parts: SenderParts) -> Notifier:
         """The sender."""
         ...
 
@@ -94,9 +103,7 @@ class PagerDutyConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) base URL, got {value!r}")
-        return value.rstrip("/")
+        return _http_base(value)
 
     def secret(self) -> str:
         """The routing key."""
@@ -110,30 +117,20 @@ class PagerDutyConfig(Strict):
 
         return routing_key_problem(secret)
 
-    def build(
-        self,
-        secret: str,
-        *,
-        name: str | None,
-        ref_id: str,
-        timeout: float,
-        refs: IncidentRefs,
-        scrub: Callable[[str], str],
-        clock: Clock,
-    ) -> Notifier:
+    def build(self, secret: str, name: str | None, parts: SenderParts) -> Notifier:
         """A :class:`~watcher.notify.pagerduty.PagerDutyNotifier`."""
         from watcher.notify.pagerduty import PagerDutyNotifier
 
         return PagerDutyNotifier(
             secret,
             name=name or "pagerduty",
-            ref_id=ref_id,
-            timeout=timeout,
+            ref_id=parts.ref_id,
+            timeout=parts.timeout,
             url=self.url,
             source=self.source,
-            refs=refs,
-            scrub=scrub,
-            clock=clock,
+            refs=parts.refs,
+            scrub=parts.scrub,
+            clock=parts.clock,
         )
 
 
@@ -156,9 +153,7 @@ class SlackBotConfig(Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
-        return value.rstrip("/") + "/"
+        return _http_base(value) + "/"
 
     def secret(self) -> str:
         """The bot token."""
@@ -171,17 +166,7 @@ class SlackBotConfig(Strict):
             return f"a bot token starts with xoxb- (this one is of kind {kind!r})"
         return None
 
-    def build(
-        self,
-        secret: str,
-        *,
-        name: str | None,
-        ref_id: str,
-        timeout: float,
-        refs: IncidentRefs,
-        scrub: Callable[[str], str],
-        clock: Clock,
-    ) -> Notifier:
+    def build(self, secret: str, name: str | None, parts: SenderParts) -> Notifier:
         """A :class:`~watcher.notify.slack_bot.SlackBotNotifier`."""
         from watcher.notify.slack_bot import SlackBotNotifier
 
@@ -189,10 +174,10 @@ class SlackBotConfig(Strict):
             secret,
             channel=self.channel,
             name=name or f"slack-bot {self.channel}",
-            ref_id=ref_id,
-            timeout=timeout,
+            ref_id=parts.ref_id,
+            timeout=parts.timeout,
             base_url=self.base_url,
-            refs=refs,
-            scrub=scrub,
-            clock=clock,
+            refs=parts.refs,
+            scrub=parts.scrub,
+            clock=parts.clock,
         )

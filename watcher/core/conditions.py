@@ -19,14 +19,24 @@ finishes is not "resolved": its ``group.finished`` message says how it ended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from watcher.core.events import Event, EventKind, freeze, make_event_id
 from watcher.core.statuses import ParallelStatus, Severity
 
-__all__ = ["Ack", "Condition", "ConditionBook", "ConditionKind", "Moment", "reminder_event"]
+__all__ = [
+    "Ack",
+    "Condition",
+    "ConditionBook",
+    "ConditionKind",
+    "Moment",
+    "reminder_event",
+    "rfc3339_seconds",
+]
 
 TIMELINE_MAX = 50
 """Timeline entries an incident keeps: the first, and the latest others."""
@@ -56,6 +66,10 @@ class Ack:
     at: datetime
     note: str | None = None
 
+    def as_dict(self, stamp: Callable[[datetime], str]) -> dict[str, Any]:
+        """JSON-ready, times written by ``stamp`` (the state file's, or a view's)."""
+        return {"by": self.by, "at": stamp(self.at), "note": self.note}
+
 
 @dataclass(frozen=True, slots=True)
 class Moment:
@@ -67,6 +81,15 @@ class Moment:
     ``escalated``, ``flapping``, ``resolved``."""
     text: str = ""
     event_id: str | None = None
+
+    def as_dict(self, stamp: Callable[[datetime], str]) -> dict[str, Any]:
+        """JSON-ready, times written by ``stamp``."""
+        return {
+            "at": stamp(self.at),
+            "what": self.what,
+            "text": self.text,
+            "event_id": self.event_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +124,8 @@ class Condition:
         return replace(self, timeline=timeline)
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339_seconds(moment: datetime) -> str:
+    """``2026-11-22T10:00:00Z``: what messages and incident views show."""
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -201,7 +225,7 @@ def resolved_event(condition: Condition, closing: Event) -> Event:
         details=freeze(
             {
                 "condition": condition.kind.value,
-                "since": _rfc3339(condition.since),
+                "since": rfc3339_seconds(condition.since),
                 "duration_seconds": round(max(0.0, duration), 3),
                 "opened_event_id": opened.event_id,
                 "resolved_by": closing.event_id,
@@ -229,7 +253,7 @@ def reminder_event(condition: Condition, now: datetime, number: int) -> Event:
         details=freeze(
             {
                 "condition": condition.kind.value,
-                "since": _rfc3339(condition.since),
+                "since": rfc3339_seconds(condition.since),
                 "open_seconds": round(max(0.0, (now - condition.since).total_seconds()), 3),
                 "reminder": number,
                 "events": condition.count,

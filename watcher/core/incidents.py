@@ -25,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from watcher.core.conditions import Ack, Condition, Moment
+from watcher.core.conditions import Ack, Condition, Moment, rfc3339_seconds
 from watcher.core.events import Event, EventKind, freeze, make_event_id
 from watcher.core.statuses import Severity
 
@@ -39,6 +39,7 @@ __all__ = [
     "incident_id",
     "incident_view",
     "lifecycle_event",
+    "match_id",
     "state_of",
     "tier_key",
     "unacknowledge",
@@ -90,10 +91,6 @@ def tier_key(route_id: str, index: int) -> str:
     return f"{route_id}#{index}"
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def summary(condition: Condition) -> str:
     """One line naming what is wrong and where."""
     opened, latest = condition.opened, condition.latest
@@ -128,24 +125,17 @@ def incident_view(
         "source": opened.source.value,
         "watch": {"key": opened.watch.key, "name": opened.watch.display_name},
         "subject_id": opened.subject_id,
-        "opened_at": _rfc3339(condition.since),
+        "opened_at": rfc3339_seconds(condition.since),
         "opened_event_id": opened.event_id,
         "events": condition.count,
-        "acknowledged": (
-            {"by": condition.ack.by, "at": _rfc3339(condition.ack.at), "note": condition.ack.note}
-            if condition.ack is not None
-            else None
-        ),
+        "acknowledged": condition.ack.as_dict(rfc3339_seconds) if condition.ack else None,
         "escalated": sorted(condition.escalated),
         "url": opened.url,
     }
     if timeline:
-        view["timeline"] = [
-            {"at": _rfc3339(m.at), "what": m.what, "text": m.text, "event_id": m.event_id}
-            for m in condition.timeline
-        ]
+        view["timeline"] = [m.as_dict(rfc3339_seconds) for m in condition.timeline]
     if ended is not None:
-        view["resolved_at"] = _rfc3339(ended.observed_at)
+        view["resolved_at"] = rfc3339_seconds(ended.observed_at)
         view["duration_seconds"] = round(
             max(0.0, (ended.observed_at - condition.since).total_seconds()), 3
         )
@@ -176,7 +166,11 @@ def lifecycle_event(
         to_status=to_status,
         observed_at=now,
         details=freeze(
-            {"condition": condition.kind.value, "since": _rfc3339(condition.since), **details}
+            {
+                "condition": condition.kind.value,
+                "since": rfc3339_seconds(condition.since),
+                **details,
+            }
         ),
         url=opened.url,
         cause=opened,
@@ -201,19 +195,25 @@ def unacknowledge(condition: Condition, now: datetime) -> Condition:
     return replace(condition, ack=None).noted(Moment(now, "unacknowledged"))
 
 
-def find(conditions: Iterable[Condition], ref: str) -> Condition:
-    """The open incident named by id or by a unique prefix of it (``inc_`` optional)."""
+def match_id(ids: Iterable[str], ref: str, missing: str, why: str = "") -> str:
+    """The one id of ``ids`` that ``ref`` names, in full or by a unique prefix of at least
+    4 characters (``inc_`` optional); ``missing`` says what was looked for when none."""
     ref = ref.strip()
     if len(ref.removeprefix("inc_")) < 4:
         raise IncidentError(f"incident {ref!r}: give at least 4 characters of its id")
     wanted = ref if ref.startswith("inc_") else "inc_" + ref
-    found = [c for c in conditions if incident_id(c).startswith(wanted)]
+    found = sorted({i for i in ids if i.startswith(wanted)})
     if not found:
-        raise IncidentError(f"no open incident {ref!r} (unknown, or resolved already)", "unknown")
+        raise IncidentError(f"no {missing} {ref!r}{why}", "unknown")
     if len(found) > 1:
-        ids = ", ".join(sorted(incident_id(c) for c in found))
-        raise IncidentError(f"incident {ref!r} is ambiguous: {ids}", "ambiguous")
+        raise IncidentError(f"incident {ref!r} is ambiguous: {', '.join(found)}", "ambiguous")
     return found[0]
+
+
+def find(conditions: Iterable[Condition], ref: str) -> Condition:
+    """The open incident named by id or by a unique prefix of it (``inc_`` optional)."""
+    by_id = {incident_id(c): c for c in conditions}
+    return by_id[match_id(by_id, ref, "open incident", " (unknown, or resolved already)")]
 
 
 def due_tiers(

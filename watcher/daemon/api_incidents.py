@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from watcher.core.incidents import IncidentError
+from watcher.core.incidents import IncidentError, match_id
 from watcher.daemon.api_errors import Rejected, json_object
 
 __all__ = ["Incidents", "answer_incidents"]
@@ -50,15 +50,8 @@ _STATUS = {"unknown": 404, "ambiguous": 400, "invalid": 400, "conflict": 409}
 
 
 def _one(views: list[dict[str, Any]], ref: str) -> dict[str, Any]:
-    wanted = ref if ref.startswith("inc_") else "inc_" + ref
-    if len(wanted) < 8:
-        raise Rejected(400, [f"incident {ref!r}: give at least 4 characters of its id"])
-    found = {str(v["id"]): v for v in views if str(v["id"]).startswith(wanted)}
-    if len(found) > 1:
-        raise Rejected(400, [f"incident {ref!r} is ambiguous: {', '.join(sorted(found))}"])
-    if not found:
-        raise Rejected(404, [f"no incident {ref!r}"])
-    return next(iter(found.values()))
+    by_id = {str(v["id"]): v for v in views}
+    return by_id[match_id(by_id, ref, "incident")]
 
 
 async def answer_incidents(

@@ -13,6 +13,7 @@ from watcher import __version__
 from watcher.clock import Clock, SystemClock
 from watcher.config.loader import ConfigError
 from watcher.config.model import NotifierConfig, ShardConfig, SourcesConfig, WatcherConfig
+from watcher.config.native_notifiers import SenderParts
 from watcher.config.settings import Settings
 from watcher.core.budget import BudgetPolicy
 from watcher.core.sharding import Shard, ordinal_of
@@ -139,15 +140,8 @@ def build_channels(
             if native is not None:
                 if problem := native.problem(url):
                     raise ValueError(problem)
-                notifier = native.build(
-                    url,
-                    name=cfg.name,
-                    ref_id=_stable_id(cfg, url),
-                    timeout=d.timeout,
-                    refs=refs,
-                    scrub=SCRUBBER.text,
-                    clock=clock,
-                )
+                parts = SenderParts(_stable_id(cfg, url), d.timeout, refs, SCRUBBER.text, clock)
+                notifier = native.build(url, cfg.name, parts)
             else:
                 apprise_notifier = AppriseNotifier(
                     url,

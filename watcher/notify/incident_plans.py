@@ -208,15 +208,17 @@ class IncidentPlanner:
         """The open incident named by id or unique prefix; a clear error otherwise."""
         try:
             return incidents.find(self.conditions.open.values(), ref)
-        except IncidentError:
-            wanted = ref.strip() if ref.strip().startswith("inc_") else "inc_" + ref.strip()
-            done = [v for v in self.resolved if str(v["id"]).startswith(wanted)]
-            if len(done) == 1:
-                raise IncidentError(
-                    f"incident {done[0]['id']} is resolved (at {done[0]['resolved_at']})",
-                    "conflict",
-                ) from None
-            raise
+        except IncidentError as missing:
+            if missing.problem != "unknown":
+                raise
+            done = {str(v["id"]): v for v in self.resolved}
+            try:
+                found = done[incidents.match_id(done, ref, "incident")]
+            except IncidentError:
+                raise missing from None
+            raise IncidentError(
+                f"incident {found['id']} is resolved (at {found['resolved_at']})", "conflict"
+            ) from None
 
     def plan_ack(
         self, ref: str, by: str, note: str | None, now: datetime

@@ -110,17 +110,10 @@ def condition_to_dict(condition: Condition) -> dict[str, Any]:
         "opened": event_to_dict(condition.opened),
         "latest": event_to_dict(condition.latest),
         "count": condition.count,
-        "ack": (
-            {"by": condition.ack.by, "at": rfc3339(condition.ack.at), "note": condition.ack.note}
-            if condition.ack is not None
-            else None
-        ),
+        "ack": condition.ack.as_dict(rfc3339) if condition.ack is not None else None,
         "escalated": sorted(condition.escalated),
         "engaged": list(condition.engaged),
-        "timeline": [
-            {"at": rfc3339(m.at), "what": m.what, "text": m.text, "event_id": m.event_id}
-            for m in condition.timeline
-        ],
+        "timeline": [m.as_dict(rfc3339) for m in condition.timeline],
     }
 
 
