@@ -10,7 +10,8 @@ their API's schema.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from cli_harness import free_port
 from harness import make_config, run_daemon
 
+from watcher.config.model import WatcherConfig
 from watcher.config.settings import Settings
 from watcher.daemon.app import Daemon
 from watcher.http_server import HttpServer
@@ -66,6 +68,27 @@ async def until(check: Callable[[], bool], within: float = 15.0) -> None:
             await anyio.sleep(0.02)
 
 
+@asynccontextmanager
+async def incident_stage(
+    world: World, **sections: Any
+) -> AsyncIterator[tuple[PagerDutyFake, SlackFake, WatcherConfig, Settings]]:
+    """The simulator (with its PagerDuty and Slack fakes) and a receiver on loopback; the
+    fakes, and the config and settings of a daemon that pages and posts through them."""
+    sim = HttpServer(SimulatorApi(world))
+    receiver = WebhookReceiver()
+    async with anyio.create_task_group() as tg:
+        await tg.start(sim.serve)
+        await tg.start(receiver.server.serve)
+        config = make_config(
+            sim.url, notifiers(sim.url, receiver), watches=WATCHES, routes=ROUTES, **sections
+        )
+        settings = Settings(
+            parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key
+        )
+        yield (*fakes(sim), config, settings)
+        tg.cancel_scope.cancel()
+
+
 def fakes(sim: HttpServer) -> tuple[PagerDutyFake, SlackFake]:
     api = sim.handler
     assert isinstance(api, SimulatorApi)
@@ -94,55 +117,44 @@ async def test_a_group_failure_is_one_page_and_one_slack_message_through_its_lif
     world = World()
     world.add_group("tgrp_inc", 3)
     port = free_port()
-    sim = HttpServer(SimulatorApi(world))
-    receiver = WebhookReceiver()
-    async with anyio.create_task_group() as tg:
-        await tg.start(sim.serve)
-        await tg.start(receiver.server.serve)
-        pd, slack = fakes(sim)
-        config = make_config(
-            sim.url,
-            notifiers(sim.url, receiver),
-            watches=WATCHES,
-            routes=ROUTES,
-            http={"listen": f"127.0.0.1:{port}"},
-        )
-        settings = Settings(
-            parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key
-        )
-        async with (
-            run_daemon(Daemon(config, settings)) as daemon,
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
-        ):
-            (failed,) = world.progress_group("tgrp_inc", 1, "failed", "upstream site timed out")
-            await until(lambda: len(pd.alerts) == 1 and len(slack.top_level()) == 1)
-            page = alert(pd)
-            assert (page["status"], page["triggers"]) == ("triggered", 1)
-            assert headers(slack)[0].startswith("FAILING")
-            (listed,) = (await http.get("/incidents", params={"open": "true"})).json()["incidents"]
-            ident = listed["id"]
-            assert [d for (_, d) in pd.alerts] == [ident]
-            assert listed["state"] == "open"
+    async with (
+        incident_stage(world, http={"listen": f"127.0.0.1:{port}"}) as (
+            pd,
+            slack,
+            config,
+            settings,
+        ),
+        run_daemon(Daemon(config, settings)) as daemon,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
+        (failed,) = world.progress_group("tgrp_inc", 1, "failed", "upstream site timed out")
+        await until(lambda: len(pd.alerts) == 1 and len(slack.top_level()) == 1)
+        page = alert(pd)
+        assert (page["status"], page["triggers"]) == ("triggered", 1)
+        assert headers(slack)[0].startswith("FAILING")
+        (listed,) = (await http.get("/incidents", params={"open": "true"})).json()["incidents"]
+        ident = listed["id"]
+        assert [d for (_, d) in pd.alerts] == [ident]
+        assert listed["state"] == "open"
 
-            answer = await http.post(
-                f"/incidents/{ident[:10]}/ack", json={"by": "ana", "note": "looking"}
-            )
-            assert answer.status_code == 200, answer.text
-            await until(lambda: alert(pd)["status"] == "acknowledged")
-            await until(lambda: headers(slack)[0].startswith("ACKNOWLEDGED by ana"))
-            metrics = (await http.get("/metrics")).text
-            assert 'run_watcher_incidents{state="acknowledged"} 1.0' in metrics
-            assert 'run_watcher_incidents{state="open"} 0.0' in metrics
+        answer = await http.post(
+            f"/incidents/{ident[:10]}/ack", json={"by": "ana", "note": "looking"}
+        )
+        assert answer.status_code == 200, answer.text
+        await until(lambda: alert(pd)["status"] == "acknowledged")
+        await until(lambda: headers(slack)[0].startswith("ACKNOWLEDGED by ana"))
+        metrics = (await http.get("/metrics")).text
+        assert 'run_watcher_incidents{state="acknowledged"} 1.0' in metrics
+        assert 'run_watcher_incidents{state="open"} 0.0' in metrics
 
-            world.progress_group("tgrp_inc", 2, "completed")
-            await until(lambda: alert(pd)["status"] == "resolved")
-            await until(lambda: headers(slack)[0].startswith("RESOLVED after"))
-            gone = await http.post(f"/incidents/{ident}/ack", json={"by": "ana"})
-            assert gone.status_code == 409
-            assert "is resolved" in gone.json()["error"]
-            assert (await http.get("/incidents/inc_ffffffff")).status_code == 404
-            assert daemon.dispatcher.conditions.open == {}
-        tg.cancel_scope.cancel()
+        world.progress_group("tgrp_inc", 2, "completed")
+        await until(lambda: alert(pd)["status"] == "resolved")
+        await until(lambda: headers(slack)[0].startswith("RESOLVED after"))
+        gone = await http.post(f"/incidents/{ident}/ack", json={"by": "ana"})
+        assert gone.status_code == 409
+        assert "is resolved" in gone.json()["error"]
+        assert (await http.get("/incidents/inc_ffffffff")).status_code == 404
+        assert daemon.dispatcher.conditions.open == {}
 
     page = alert(pd)
     assert (page["triggers"], page["acks"], page["resolves"]) == (1, 1, 1)
@@ -170,24 +182,13 @@ async def test_a_restart_keeps_editing_the_same_message_and_rate_limits_are_wait
 ) -> None:
     world = World()
     world.add_group("tgrp_inc", 3)
-    sim = HttpServer(SimulatorApi(world))
-    receiver = WebhookReceiver()
     state = tmp_path / "state.db"
-    async with anyio.create_task_group() as tg:
-        await tg.start(sim.serve)
-        await tg.start(receiver.server.serve)
-        pd, slack = fakes(sim)
-        config = make_config(
-            sim.url,
-            notifiers(sim.url, receiver),
-            watches=WATCHES,
-            routes=ROUTES,
-            state_file=str(state),
-            http={"listen": "off"},
-        )
-        settings = Settings(
-            parallel_api_key=world.parallel_key, trigger_secret_key=world.trigger_key
-        )
+    async with incident_stage(world, state_file=str(state), http={"listen": "off"}) as (
+        pd,
+        slack,
+        config,
+        settings,
+    ):
         # Each fake refuses its first requests for their rate: both are waited out.
         pd.failures.extend([429, 429])
         slack.failures.append({"error": "ratelimited", "retry_after": 1})
@@ -211,7 +212,6 @@ async def test_a_restart_keeps_editing_the_same_message_and_rate_limits_are_wait
             world.progress_group("tgrp_inc", 2, "completed")
             await until(lambda: alert(pd)["status"] == "resolved")
             await until(lambda: any(h.startswith("RESOLVED") for h in headers(slack)))
-        tg.cancel_scope.cancel()
 
     posted = [a for m, a in slack.calls if m == "chat.postMessage" and "thread_ts" not in a]
     # The first daemon posted once (its ratelimited try repeated nothing); the restart
