@@ -10,6 +10,7 @@ their API's schema.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -193,7 +194,8 @@ async def test_a_restart_keeps_editing_the_same_message_and_rate_limits_are_wait
         pd.failures.extend([429, 429])
         slack.failures.append({"error": "ratelimited", "retry_after": 1})
         async with run_daemon(Daemon(config, settings)):
-            world.progress_group("tgrp_inc", 1, "failed", "boom")
+            # An upstream that echoes the API key in an error: no notifier gets it.
+            world.progress_group("tgrp_inc", 1, "failed", f"boom (key {world.parallel_key})")
             await until(lambda: len(pd.alerts) == 1 and len(slack.top_level()) == 1)
         first = set(slack.top_level())
         assert [s for s, _ in pd.rejected] == [429, 429]
@@ -222,3 +224,6 @@ async def test_a_restart_keeps_editing_the_same_message_and_rate_limits_are_wait
     page = alert(pd)
     assert (page["triggers"], page["acks"], page["resolves"]) == (1, 1, 1)
     no_refusals(pd, slack, "message_not_found")
+    sent = json.dumps(slack.state()) + json.dumps(pd.requests)
+    assert "boom (key " in sent
+    assert world.parallel_key not in sent

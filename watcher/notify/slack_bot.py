@@ -15,6 +15,7 @@ kept for retry (it may be fixed); a message Slack refuses as malformed is not re
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -186,6 +187,12 @@ class SlackBotNotifier:
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         self.calls += 1
+        # Built from the events themselves, not the channel's scrubbed message: an error
+        # an upstream echoed may hold a secret.
+        if "text" in kwargs:
+            kwargs["text"] = self._scrub(str(kwargs["text"]))
+        if "blocks" in kwargs:
+            kwargs["blocks"] = json.loads(self._scrub(json.dumps(kwargs["blocks"])))
         try:
             return await getattr(self._client, method)(**kwargs)
         except SlackApiError as exc:
