@@ -10,15 +10,26 @@ merged, a reset shape (409) re-read without a gap, the window and tags respected
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from sdk_contract import simulator, trigger_sdk, values
 
+from watcher.core.diff import diff_run
+from watcher.core.events import WatchRef, WatchType
+from watcher.core.pushed import read_row
+from watcher.core.snapshots import RunSnapshot
+from watcher.core.statuses import TRIGGER_CURRENT_API_VERSION
 from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import World
+from watcher.sources.trigger import trigger_headers
+from watcher.sources.trigger_models import parse_run
+from watcher.sources.trigger_realtime import run_of_row
+from watcher.sources.trigger_realtime import skipped_columns as daemon_skipped_columns
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +159,46 @@ async def test_a_reset_shape_is_read_again_without_a_gap(node: str) -> None:
         )
     assert updates[-1]["status"] == "COMPLETED"
     assert world.requests.get("trigger.realtime_reset", 0) >= 1
+
+
+async def test_the_daemons_rows_read_as_the_retrieve_reads_the_same_run(node: str) -> None:
+    # The columns the daemon asks for, read by Electric's own client and validated by
+    # the SDK's row schema (SubscribeRunRawShape), make the snapshot a retrieve makes:
+    # same status, error, times, tags, and so the same event ids.
+    world = World()
+    world.add_trigger_run("run_c", "export", tags=["eu", "billing"])
+    world.set_trigger_run("run_c", "EXECUTING")
+    world.set_trigger_run("run_c", "COMPLETED_WITH_ERRORS", "disk full")
+    skip = ",".join(daemon_skipped_columns())
+    async with simulator(world) as url:
+        operations = [
+            {"op": "shape", "path": "/realtime/v1/runs/run_c", "params": {"skipColumns": skip}},
+            {"op": "subscribe_run", "id": "run_c", "options": {"skipColumns": skip.split(",")}},
+        ]
+        (rows, updates) = values(
+            await trigger_sdk(node, "current", url, world.trigger_key, operations)
+        )
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers=trigger_headers(world.trigger_key, TRIGGER_CURRENT_API_VERSION, "contract"),
+        ) as api:
+            body = (await api.get("/api/v3/runs/run_c")).content
+    (raw,) = rows
+    assert {"payload", "output", "metadata"}.isdisjoint(raw)
+    assert updates[-1]["status"] == "FAILED"  # the SDK took every row the daemon reads
+    row = run_of_row(raw)
+    assert row is not None
+    assert row.complete
+    assert row.error_readable
+    from_row = read_row(None, row)
+    polled = parse_run(body, "retrieve")
+    assert isinstance(from_row, RunSnapshot)
+    for field in ("status", "updated_at", "error_message", "error_stack", "task", "tags"):
+        assert getattr(from_row, field) == getattr(polled, field), field
+    assert (from_row.started_at, from_row.finished_at) == (polled.started_at, polled.finished_at)
+    watch = WatchRef(WatchType.TRIGGER_RUN, "run_c")
+    before = replace(polled, status="EXECUTING", updated_at="2026-01-01T00:00:00.000Z")
+    now = datetime.now(UTC)
+    assert [e.event_id for e in diff_run(watch, before, from_row, observed_at=now)] == [
+        e.event_id for e in diff_run(watch, before, polled, observed_at=now)
+    ]

@@ -46,6 +46,14 @@ def echoing_faults(world: World) -> None:
             ).encode(),
         )
     )
+    # The realtime feed echoes it too: it fails, falls back, and the run is polled.
+    world.add_fault(
+        Fault(
+            match="/realtime/v1/runs",
+            status=500,
+            body=json.dumps({"error": f"Bearer {TRIGGER_KEY} has no realtime"}).encode(),
+        )
+    )
     world.add_fault(
         Fault(
             match="/api/v3/runs/run_canary",

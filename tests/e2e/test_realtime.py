@@ -1,9 +1,9 @@
 """Trigger.dev watches on the environment's realtime feed, against the simulator's shapes.
 
-One feed carries every followed run: a change is seen within a long poll; one the row
-tells in full (a wait, a resume) is applied as it is, an outcome or a retry is read by
-one retrieve, so detection is fast and costs at most one request per change instead
-of a poll per interval. The events are polling's own (same ids); a refused or failing feed
+One feed carries every followed run: a change is seen within a long poll and built from
+its row (a wait, a resume, an outcome with its error, a retry numbered from the row's
+history), so detection is fast and costs no ``/api`` request; the snapshot is every
+covered run's first poll. The events are polling's own (same ids); a refused or failing feed
 falls back to polling; a reset shape repeats nothing; runs the feed does not hold are
 polled as before.
 """
@@ -19,6 +19,7 @@ import pytest
 from harness import Env, run_daemon, running, stage
 
 from watcher.core.diff import change_id
+from watcher.core.events import EventKind, make_event_id
 from watcher.core.statuses import Source
 from watcher.simulator.realtime import RealtimeServer
 from watcher.simulator.world import Fault, World
@@ -47,20 +48,22 @@ async def covered(env: Env, *keys: str) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_a_change_is_seen_within_a_long_poll_and_read_with_one_request() -> None:
+async def test_a_change_is_seen_within_a_long_poll_and_built_from_its_row() -> None:
     world = World()
     world.add_trigger_run("run_rt", "send-invoice", "EXECUTING")
     async with running([run_watch("run_rt")], world=world, polling=SLOW, sources=FEED) as env:
         await covered(env, "trigger_run:run_rt")
-        polls = world.requests["trigger.run"]
+        polls = world.requests.get("trigger.run", 0)
+        assert polls == 0  # the snapshot was the run's first poll
         started = anyio.current_time()
         world.set_trigger_run("run_rt", "FAILED", "card declined")
         events = await env.wait_until(lambda es: any(e["to_status"] == "FAILED" for e in es))
         latency = anyio.current_time() - started
         assert latency < 1.5  # the next poll was 5 s or more away
-        assert world.requests["trigger.run"] == polls + 1  # one retrieve reads the change
+        assert world.requests.get("trigger.run", 0) == polls  # the row told the outcome
     (failed,) = events
     assert failed["details"]["error"] == "card declined"
+    assert failed["details"]["error_stack"].startswith("Error: card declined")
 
 
 async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> None:
@@ -68,7 +71,7 @@ async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> N
     world.add_trigger_run("run_w", "send-invoice", "EXECUTING")
     async with running([run_watch("run_w")], world=world, polling=SLOW, sources=FEED) as env:
         await covered(env, "trigger_run:run_w")
-        polls = world.requests["trigger.run"]
+        polls = world.requests.get("trigger.run", 0)
         expected = []
         for status in ("WAITING", "EXECUTING"):
             before = len(env.receiver.events())
@@ -81,10 +84,10 @@ async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> N
                 return len(events) > before
 
             await env.wait_until(more)
-        assert world.requests["trigger.run"] == polls  # the rows told the whole change
+        assert world.requests.get("trigger.run", 0) == polls  # the rows told the whole change
         world.set_trigger_run("run_w", "FAILED", "card declined")
         events = await env.wait_until(lambda es: any(e["to_status"] == "FAILED" for e in es))
-        assert world.requests["trigger.run"] == polls + 1  # an outcome is read from the API
+        assert world.requests.get("trigger.run", 0) == polls  # so did the outcome's
     assert [e["event_id"] for e in events[:2]] == expected
     assert [(e["from_status"], e["to_status"]) for e in events] == [
         ("EXECUTING", "WAITING"),
@@ -94,21 +97,32 @@ async def test_a_wait_and_a_resume_cost_no_request_and_carry_pollings_ids() -> N
     assert events[2]["details"]["error"] == "card declined"
 
 
-async def test_a_retry_is_read_when_the_next_attempt_starts() -> None:
-    # The attempt count rises only when the next attempt starts: the poll that
-    # RETRYING_AFTER_FAILURE makes sees nothing new, and the row that leaves it must
-    # be polled too, not applied (it reads EXECUTING, as the run did before).
+async def test_a_retry_is_numbered_from_the_rows_once_the_attempt_is_known() -> None:
+    # The snapshot baselines a running run without its attempt count (rows have none):
+    # its first retry is read once, which numbers it; later retries come from the rows
+    # alone, named by their attempt as polling names them.
     world = World()
     world.add_trigger_run("run_r", "sync", "EXECUTING")
     async with running([run_watch("run_r")], world=world, polling=SLOW, sources=FEED) as env:
         await covered(env, "trigger_run:run_r")
-        polls = world.requests["trigger.run"]
-        world.set_trigger_run("run_r", "RETRYING_AFTER_FAILURE")
-        with anyio.fail_after(10):
-            await world.wait_for_requests("trigger.run", polls + 1)
-        world.set_trigger_run("run_r", "EXECUTING")
-        events = await env.wait_until(lambda es: any(e["kind"] == "run.retrying" for e in es))
-    assert [(e["kind"], e["details"]["attempt"]) for e in events] == [("run.retrying", 2)]
+        for attempt in (2, 3):
+            world.set_trigger_run("run_r", "RETRYING_AFTER_FAILURE")
+            world.set_trigger_run("run_r", "EXECUTING")
+
+            def retried(events: list[dict[str, Any]], attempt: int = attempt) -> bool:
+                return any(e["details"].get("attempt") == attempt for e in events)
+
+            await env.wait_until(retried)
+        assert world.requests.get("trigger.run", 0) == 1  # the first retry only
+        events = env.receiver.events()
+    assert [(e["kind"], e["details"]["attempt"]) for e in events] == [
+        ("run.retrying", 2),
+        ("run.retrying", 3),
+    ]
+    ids = [e["event_id"] for e in events]
+    assert ids == [
+        make_event_id(Source.TRIGGER, "run_r", EventKind.RUN_RETRYING, n) for n in (2, 3)
+    ]
 
 
 async def test_the_cross_check_lists_the_covered_runs_and_catches_a_lost_update() -> None:
@@ -119,7 +133,7 @@ async def test_the_cross_check_lists_the_covered_runs_and_catches_a_lost_update(
     watches = [run_watch(r) for r in ("run_a", "run_b", "run_c")]
     async with running(watches, world=world, polling=SLOW, sources=sources) as env:
         await covered(env, "trigger_run:run_a", "trigger_run:run_b", "trigger_run:run_c")
-        polls, lists = world.requests["trigger.run"], world.requests.get("trigger.list", 0)
+        polls, lists = world.requests.get("trigger.run", 0), world.requests.get("trigger.list", 0)
         # The run moves where the feed cannot see it (an update the feed lost).
         run = world.trigger_runs["run_b"]
         run.move("WAITING", None, world._trigger_stamp())
@@ -127,13 +141,26 @@ async def test_the_cross_check_lists_the_covered_runs_and_catches_a_lost_update(
         events = await env.wait_until(lambda es: any(e["to_status"] == "WAITING" for e in es))
         assert anyio.current_time() - started < 4.5  # the next own poll was 5 s or more away
         assert world.requests["trigger.list"] > lists  # one page checked all three runs
-        assert world.requests["trigger.run"] == polls + 1  # and only the moved one was read
+        assert world.requests.get("trigger.run", 0) == polls + 1  # and only the moved one was read
     assert [(e["subject_id"], e["to_status"]) for e in events] == [("run_b", "WAITING")]
 
 
 async def test_the_feed_and_polling_send_the_same_events_with_the_same_ids() -> None:
-    async def play(mode: str) -> list[tuple[str, str, str, str]]:
-        world = World()
+    # The same script on two worlds whose clocks the test sets: the provider's times,
+    # and so the event ids, are the same in both; the feed's events come from rows.
+    base = datetime.now(UTC).replace(microsecond=0)
+    script = [
+        ("EXECUTING", None),
+        ("WAITING", None),
+        ("EXECUTING", None),
+        ("RETRYING_AFTER_FAILURE", None),
+        ("EXECUTING", None),
+        ("FAILED", "card declined"),
+    ]
+
+    async def play(mode: str) -> tuple[list[dict[str, Any]], int]:
+        tick = [base]
+        world = World(now=lambda: tick[0])
         world.add_trigger_run("run_x", "sync", "QUEUED")
         polling = SLOW if mode == "auto" else {"min_interval": "100ms", "max_interval": "200ms"}
         async with running(
@@ -141,23 +168,44 @@ async def test_the_feed_and_polling_send_the_same_events_with_the_same_ids() -> 
         ) as env:
             if mode == "auto":
                 await covered(env, "trigger_run:run_x")
-            for status in ("EXECUTING", "RETRYING_AFTER_FAILURE", "EXECUTING", "COMPLETED"):
+            else:
+                await world.wait_for_requests("trigger.run", 1)
+            for step, (status, error) in enumerate(script, start=1):
                 before = len(env.receiver.events())
 
                 def more(events: list[dict[str, Any]], before: int = before) -> bool:
                     return len(events) > before
 
-                world.set_trigger_run("run_x", status)
+                tick[0] = base + timedelta(seconds=step, milliseconds=7 * step)
+                world.set_trigger_run("run_x", status, error)
                 if status != "RETRYING_AFTER_FAILURE":  # a retry shows once it runs again
                     await env.wait_until(more)
-            return keyed(await env.settle())
+            events = await env.settle()
+            return events, world.requests.get("trigger.run", 0)
 
-    pushed, polled = await play("auto"), await play("poll")
-    assert [k[:3] for k in pushed] == [k[:3] for k in polled]
-    assert {k[0] for k in pushed} >= {"run.status_changed", "run.retrying"}
-    # Event ids name the run, the status and the provider's time of the change: two
-    # worlds differ in that time, so compare the ids' shape per run and kind instead.
-    assert len({k[3] for k in pushed}) == len(pushed)
+    (pushed, pushed_reads), (polled, _) = await play("auto"), await play("poll")
+
+    def essence(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [
+            (
+                e["event_id"],
+                e["kind"],
+                e["from_status"],
+                e["to_status"],
+                e["details"].get("attempt"),
+                e["details"].get("error"),
+                e["details"].get("finished_at"),
+                e["details"].get("duration_seconds"),
+                e["details"].get("version"),
+            )
+            for e in events
+        ]
+
+    assert essence(pushed) == essence(polled)
+    assert len(pushed) == 5
+    assert pushed[-1]["details"]["error"] == "card declined"
+    assert [e["kind"] for e in pushed].count("run.retrying") == 1
+    assert pushed_reads == 1  # the first attempt's start, for the version it locked
 
 
 async def test_a_refused_feed_falls_back_to_polling_and_says_so() -> None:
@@ -248,12 +296,14 @@ async def test_the_feed_spends_nothing_from_the_api_budget() -> None:
         http={"listen": "127.0.0.1:0"},
     ) as env:
         await covered(env, *(f"trigger_run:run_{i:02d}" for i in range(20)))
-        spent = world.requests["trigger.run"]
+        await env.daemon.ready.wait()
+        spent = world.requests.get("trigger.run", 0)
+        assert spent == 0  # ready from the snapshot: no run was polled for its baseline
         with anyio.fail_after(10):
             await world.wait_for_requests(
-                "trigger.realtime_live", world.requests["trigger.realtime_live"] + 2
+                "trigger.realtime_live", world.requests.get("trigger.realtime_live", 0) + 2
             )
-        assert world.requests["trigger.run"] == spent  # idle runs: no polls while covered
+        assert world.requests.get("trigger.run", 0) == spent  # idle runs: no polls while covered
         assert env.daemon.metrics is not None
         exposition = env.daemon.metrics.render().decode()
     assert world.requests["trigger.realtime_snapshot_chunk"] == 3  # 20 rows: 6 + 6 + 6 + 2
@@ -301,3 +351,23 @@ async def test_a_restart_resumes_the_feed_without_a_snapshot(tmp_path: Path) -> 
         assert world.requests["trigger.realtime_snapshot"] == snapshots
         assert world.requests["trigger.realtime_catch_up"] >= 1
     assert [(e["subject_id"], e["to_status"]) for e in events] == [("run_p", "FAILED")]
+    assert events[0]["details"]["seen_late"] is True  # it changed while the daemon was down
+
+
+async def test_ready_comes_from_the_snapshot_not_from_the_api_budget() -> None:
+    # 300 runs on a budget of 30 requests a minute: a first pass by polls would take
+    # ten minutes; the snapshot holds every run's status at no /api cost.
+    world = World()
+    for i in range(300):
+        world.add_trigger_run(f"run_{i:03d}", "sync", "EXECUTING")
+    sources = {"trigger": {**FEED["trigger"], "requests_per_minute": 30, "burst": 1, "reserve": 0}}
+    watches = [run_watch(f"run_{i:03d}") for i in range(300)]
+    async with running(watches, world=world, polling=SLOW, sources=sources) as env:
+        with anyio.fail_after(15):
+            await env.daemon.ready.wait()
+        assert world.requests.get("trigger.run", 0) <= 1
+        world.set_trigger_run("run_123", "CRASHED", "out of memory")
+        events = await env.wait_until(lambda es: any(e["to_status"] == "CRASHED" for e in es))
+    assert [(e["subject_id"], e["details"]["error"]) for e in events] == [
+        ("run_123", "out of memory")
+    ]

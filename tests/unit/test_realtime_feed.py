@@ -16,7 +16,8 @@ from watcher.core.schedule import SchedulePolicy
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.statuses import Source
 from watcher.core.watch import new_watch_state
-from watcher.daemon.realtime import EARLY_DISCOVERY_SPACING, RealtimeFeed
+from watcher.daemon.realtime import RealtimeFeed
+from watcher.daemon.realtime_rows import EARLY_DISCOVERY_SPACING, FIRST_SNAPSHOT_WAIT
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.sources.trigger_realtime import run_of_row
 
@@ -44,6 +45,8 @@ class Host:
         self.covered: dict[str, bool] = {}
         self.applied: list[tuple[str, str]] = []
         self.confirmed: list[str] = []
+        self.seen: list[str] = []
+        self.deferred: list[tuple[str, float]] = []
         policy = SchedulePolicy(1.0, 10.0)
         for key, watch in self.configs.items():
             ref = watch.ref()
@@ -62,8 +65,14 @@ class Host:
     async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
         self.applied.append((rt.key, snapshot.status))
 
-    def confirm(self, rt: WatchRuntime) -> None:
+    def confirm(self, rt: WatchRuntime, listed: RunSnapshot) -> None:
         self.confirmed.append(rt.key)
+
+    def saw(self, rt: WatchRuntime) -> None:
+        self.seen.append(rt.key)
+
+    def defer(self, rt: WatchRuntime, seconds: float) -> None:
+        self.deferred.append((rt.key, seconds))
 
 
 def feed(host: Host, clock: Clock) -> RealtimeFeed:
@@ -107,7 +116,18 @@ def watching_run_a(host: Host) -> WatchRuntime:
     return rt
 
 
-SAME = {"friendlyId": "run_a", "status": "EXECUTING", "updatedAt": "2026-12-02 07:00:00.12"}
+SAME: dict[str, Any] = {
+    "friendlyId": "run_a",
+    "status": "EXECUTING",
+    "updatedAt": "2026-12-02 07:00:00.12",
+    "createdAt": "2026-12-02 06:00:00",
+    "taskIdentifier": "sync",
+    "runTags": [],
+    "startedAt": "2026-12-02 06:00:01",
+    "completedAt": None,
+    "delayUntil": None,
+    "error": None,
+}
 
 
 @pytest.mark.anyio
@@ -117,7 +137,8 @@ async def test_a_snapshot_row_that_moved_polls_the_run_and_a_still_one_does_not(
     watching_run_a(host)
     assert run_of_row(SAME) is not None
     await realtime._changed([SAME], list(realtime.followed()))
-    assert host.polled == []  # nothing the watch has not seen
+    assert host.polled == []  # nothing the watch has not seen: it counts as seen
+    assert host.seen == ["trigger_run:run_a"]
     retried = {**SAME, "updatedAt": "2026-12-02 07:00:05"}  # EXECUTING both sides of a retry
     await realtime._changed([retried], list(realtime.followed()))
     waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
@@ -137,10 +158,48 @@ async def test_a_live_row_of_a_covered_run_is_applied_or_polled_by_what_it_can_t
     waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
     await realtime._changed([waiting], followed, [("EXECUTING", "WAITING_TO_RESUME")])
     assert (host.applied, host.polled) == ([("trigger_run:run_a", "WAITING")], [])
-    # The same row after a batch that also passed through a retry: polled for the attempt.
+    # A batch that passed through a retry, but no new attempt began: the same attempt.
     retried = ("EXECUTING", "RETRYING_AFTER_FAILURE", "WAITING_TO_RESUME")
-    await realtime._changed([waiting], followed, [retried])
-    done = {**SAME, "status": "COMPLETED_SUCCESSFULLY", "updatedAt": "2026-12-02 07:00:19"}
-    await realtime._changed([done], followed, [("EXECUTING", "COMPLETED_SUCCESSFULLY")])
-    assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
-    assert (realtime.applied, realtime.changes) == (1, 2)
+    await realtime._changed([{**waiting, "updatedAt": "2026-12-02 07:00:10"}], followed, [retried])
+    failed = {
+        **SAME,
+        "status": "COMPLETED_WITH_ERRORS",
+        "updatedAt": "2026-12-02 07:00:19",
+        "completedAt": "2026-12-02 07:00:19",
+        "error": {"type": "BUILT_IN_ERROR", "name": "Error", "message": "x", "stackTrace": ""},
+    }
+    await realtime._changed([failed], followed, [("WAITING_TO_RESUME", "COMPLETED_WITH_ERRORS")])
+    assert host.polled == []  # the rows told it all: no /api read
+    assert host.applied[1:] == [("trigger_run:run_a", "WAITING"), ("trigger_run:run_a", "FAILED")]
+    # An error the API words otherwise is read from it.
+    odd = {**failed, "error": {"type": "INTERNAL_ERROR", "code": "TASK_RUN_CRASHED"}}
+    await realtime._changed([odd], followed, [("EXECUTING", "COMPLETED_WITH_ERRORS")])
+    assert host.polled == ["trigger_run:run_a"]
+    assert (realtime.applied, realtime.changes) == (3, 1)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_row_is_the_first_poll_of_a_run_not_seen_yet() -> None:
+    host = Host(WATCHES)
+    realtime = feed(host, Clock())
+    rt = host.registry["trigger_run:run_a"]
+    realtime.added(rt)
+    assert host.deferred == [("trigger_run:run_a", FIRST_SNAPSHOT_WAIT)]
+    assert realtime.awaiting == 1
+    await realtime._changed([SAME], list(realtime.followed()))
+    assert host.applied == [("trigger_run:run_a", "EXECUTING")]
+    assert (realtime.baselines, host.polled) == (1, [])
+    realtime.covered.add(rt.key)
+    realtime._first_snapshot_done()
+    assert realtime.awaiting == 0
+    assert host.polled == []
+
+
+def test_runs_the_first_snapshot_did_not_hold_are_polled_then() -> None:
+    host = Host(WATCHES)
+    realtime = feed(host, Clock())
+    realtime.added(host.registry["trigger_run:run_a"])
+    realtime._first_snapshot_done()
+    assert host.polled == ["trigger_run:run_a"]
+    realtime.added(host.registry["trigger_run:run_a"])  # after the first snapshot: at once
+    assert len(host.deferred) == 1

@@ -215,6 +215,7 @@ class Daemon:
                 saved=stored.feeds.get(feed_name) if stored is not None else None,
                 save=save if durability.enabled else None,
                 lister=lister,
+                environment=trigger.environment,
             )
             watcher.on_added = watcher.realtime.added
         if self.metrics is not None:
@@ -392,8 +393,8 @@ class Daemon:
         if self._stop.is_set():
             reasons.append("shutting down")
         if not self.ready.is_set():
-            pending = self.watcher.unpolled if self.watcher is not None else 0
-            reasons.append(f"not every watch polled once yet ({pending} pending)")
+            note = self.watcher.pending_note() if self.watcher is not None else "0 pending"
+            reasons.append(f"not every watch polled once yet ({note})")
         if not self.channels:
             reasons.append("no notifiers configured")
         return reasons

@@ -25,7 +25,7 @@ window (``core/shape.py`` folds it), then long-polls for changes:
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, assert_never
 
@@ -34,7 +34,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from watcher.clock import Clock
-from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig
+from watcher.config.model import TriggerSourceConfig
 from watcher.core.cross_check import judge, plan_check
 from watcher.core.feed import (
     Action,
@@ -57,21 +57,16 @@ from watcher.core.feed import (
     advance,
 )
 from watcher.core.health import Problem
-from watcher.core.pushed import Verdict
 from watcher.core.shape import ShapeFold
-from watcher.core.snapshots import RunSnapshot
-from watcher.core.statuses import Source
 from watcher.daemon.realtime_host import (
     Lister,
     RealtimeHost,
     known_snapshot,
-    row_moved,
-    row_verdict,
 )
-from watcher.daemon.runtime import Kind, WatchRuntime
+from watcher.daemon.realtime_rows import FeedRows
 from watcher.sources.errors import SourceError
 from watcher.sources.trigger import ListFilter
-from watcher.sources.trigger_realtime import RealtimeRun, ShapeGone, TriggerRealtime, run_of_row
+from watcher.sources.trigger_realtime import ShapeGone, TriggerRealtime, run_of_row
 
 __all__ = ["RealtimeFeed", "RealtimeHost"]
 
@@ -79,9 +74,6 @@ log = structlog.get_logger("watcher.realtime")
 
 SAVE_EVERY = 60.0
 """Seconds between writes of the feed's position to the state file (and one at exit)."""
-EARLY_DISCOVERY_SPACING = 10.0
-"""At most one early discovery pass per watch this often: a busy environment inserts many
-runs a second, and a pass may read 20 pages."""
 
 
 def _window(seconds: float) -> str:
@@ -89,7 +81,7 @@ def _window(seconds: float) -> str:
     return f"{max(1, int(seconds // 60))}m"
 
 
-class RealtimeFeed:
+class RealtimeFeed(FeedRows):
     """The realtime feed of one Trigger.dev environment (one base URL and key)."""
 
     def __init__(
@@ -103,6 +95,7 @@ class RealtimeFeed:
         saved: Mapping[str, Any] | None = None,
         save: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
         lister: Lister | None = None,
+        environment: str | None = None,
     ) -> None:
         self.host = host
         self.lister = lister
@@ -132,69 +125,13 @@ class RealtimeFeed:
         """Rows applied to a covered run directly, as a poll's result (no ``/api`` read)."""
         self.checks = 0
         """Batched cross-checks made (each one list pass)."""
-
-    # -- what it follows ------------------------------------------------------------------
-
-    def _mode(self, rt: WatchRuntime) -> str:
-        config = self.host.configs.get(rt.parent or rt.key)
-        if isinstance(config, (TriggerRunWatch, TriggerRunsWatch)):
-            return config.mode
-        return "poll"
-
-    def followed(self) -> Iterable[WatchRuntime]:
-        """The Trigger.dev runs in ``mode: auto`` still watched and not finished."""
-        for rt in list(self.host.registry.values()):
-            if (
-                rt.kind is Kind.RUN
-                and rt.source is Source.TRIGGER
-                and not rt.removed
-                and rt.finished_at is None
-                and self._mode(rt) == "auto"
-            ):
-                yield rt
-
-    def wanted(self, followed: Sequence[WatchRuntime] | None = None) -> bool:
-        """Whether anything needs the feed: a followed run, or a discovery in ``auto`` mode."""
-        if followed if followed is not None else any(True for _ in self.followed()):
-            return True
-        return any(
-            isinstance(config, TriggerRunsWatch) and config.mode == "auto"
-            for config in self.host.configs.values()
-        )
-
-    def added(self, rt: WatchRuntime) -> None:
-        """A runtime was added: a Trigger.dev run or discovery in ``auto`` mode wants the feed."""
-        if rt.source is Source.TRIGGER:
-            if rt.kind is Kind.RUN:
-                self._followed_ids.add(rt.subject_id)
-            self._wanted.set()
-
-    def _keeps(self, row: Mapping[str, Any]) -> bool:
-        """Hold the rows of followed runs and of runs a discovery may adopt: a large
-        environment's snapshot must not cost a row per run (the others' updates still
-        come out, by key, for early discovery)."""
-        if row.get("friendlyId") in self._followed_ids:
-            return True
-        task, tags = row.get("taskIdentifier"), row.get("runTags")
-        return self._discovery_matches(
-            task if isinstance(task, str) else None,
-            tuple(tags) if isinstance(tags, list) else (),
-        )
-
-    def _discovery_matches(self, task: str | None, tags: tuple[str, ...]) -> bool:
-        return any(True for _ in self._discoveries(task, tags))
-
-    def _discoveries(self, task: str | None, tags: tuple[str, ...]) -> Iterable[str]:
-        """The keys of ``trigger_runs`` watches in ``auto`` whose filter may hold such a run."""
-        if task is None:
-            return
-        for key, config in self.host.configs.items():
-            if not isinstance(config, TriggerRunsWatch) or config.mode != "auto":
-                continue
-            flt = config.filter
-            if (flt.task and task not in flt.task) or (flt.tag and not set(flt.tag) & set(tags)):
-                continue
-            yield key
+        self.baselines = 0
+        """Runs first seen in a row (no ``/api`` read): the snapshot is their first poll."""
+        self.environment = environment
+        self._deferred: set[str] = set()
+        """Runs whose first poll waits for the first snapshot (which may make it needless)."""
+        self._first_snapshot = True
+        self._snapshot_read = anyio.Event()
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -218,6 +155,8 @@ class RealtimeFeed:
     async def _follow(self) -> None:
         while True:
             if not self.wanted():
+                if self._first_snapshot:
+                    self._first_snapshot_done()  # nothing to read it for (finished runs)
                 self._wanted = anyio.Event()
                 await self._wanted.wait()
                 continue
@@ -259,9 +198,13 @@ class RealtimeFeed:
 
     async def _cross_checks(self) -> None:
         while True:
-            await anyio.sleep(self.config.realtime_cross_check)
+            versions = False
+            with anyio.move_on_after(self.config.realtime_cross_check):
+                await self._snapshot_read.wait()
+                versions = True
+            self._snapshot_read = anyio.Event()
             try:
-                await self.cross_check()
+                await self.cross_check(versions=versions)
             except SourceError as exc:
                 log.warning(
                     "realtime cross-check failed; the covered runs keep their own polls",
@@ -269,8 +212,10 @@ class RealtimeFeed:
                     error=exc.problem.message,
                 )
 
-    async def cross_check(self) -> None:
-        """Confirm the covered runs against ``GET /api/v1/runs`` (``core/cross_check.py``)."""
+    async def cross_check(self, *, versions: bool = False) -> None:
+        """Confirm the covered runs against ``GET /api/v1/runs`` (``core/cross_check.py``);
+        with ``versions``, only the started runs a snapshot baselined without their
+        version (rows do not carry it), which the list gives them."""
         assert self.lister is not None
         created: dict[str, datetime] = {}
         for row in self.fold.rows.values():
@@ -283,6 +228,7 @@ class RealtimeFeed:
             if rt.key in self.covered
             and (known := known_snapshot(rt)) is not None
             and rt.subject_id in created
+            and (not versions or (known.version is None and known.started_at is not None))
         }
         plan = plan_check([created[r] for r in due], self.fold.size, self.clock.wall())
         if plan is None:
@@ -290,12 +236,13 @@ class RealtimeFeed:
         self.checks += 1
         listed = await self.lister(ListFilter(period=plan.period), plan.max_pages)
         verdict = judge({run_id: known for run_id, (_, known) in due.items()}, listed.runs)
+        found = {run.run_id: run for run in listed.runs}
         for run_id in verdict.confirmed:
-            self.host.confirm(due[run_id][0])
+            self.host.confirm(due[run_id][0], found[run_id])
         for run_id in verdict.moved:
             self.host.poll_soon(due[run_id][0])
         log.info(
-            "realtime cross-check",
+            "realtime versions listed" if versions else "realtime cross-check",
             pages=listed.pages,
             confirmed=len(verdict.confirmed),
             moved=len(verdict.moved),
@@ -317,15 +264,19 @@ class RealtimeFeed:
             while not self.fold.synced:
                 await self._read(live=False, window=window)
         except SourceError as exc:
+            self._first_snapshot_done()
             return self._advance(Refused(self.clock.now(), exc.problem))
         followed = list(self.followed())
         for action in self._advance(Delivering()):
             assert isinstance(action, StretchPolls), action
             self._cover(followed, check=False)  # checked below, every one of them
         # Every snapshot is a cross-check of every run it holds, at no /api cost: a run
-        # whose row differs from what its watch last saw (or that it has not seen yet) is
-        # polled now. After covering: covering moves a run's next poll to the cross-check.
+        # its watch has not seen takes its row as its first poll; one whose row differs
+        # from what its watch last saw is polled now. After covering: covering moves a
+        # run's next poll to the cross-check.
         await self._changed(self.fold.rows.values(), followed)
+        self._first_snapshot_done()
+        self._snapshot_read.set()  # the runs it baselined get their versions listed
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:
@@ -370,91 +321,3 @@ class RealtimeFeed:
             )
             self.fold.reset()
             return ()
-
-    # -- covering and changes ------------------------------------------------------------------
-
-    def _held(self) -> dict[str, RealtimeRun]:
-        """Every run the shape holds, by id."""
-        held: dict[str, RealtimeRun] = {}
-        for row in self.fold.rows.values():
-            run = run_of_row(row)
-            if run is not None:
-                held[run.run_id] = run
-        return held
-
-    def _cover(self, followed: Sequence[WatchRuntime], *, check: bool = True) -> None:
-        """Cover the followed runs the shape holds and were not covered yet; with ``check``,
-        poll those whose row shows a change their watch has not seen."""
-        uncovered = [rt for rt in followed if rt.key not in self.covered]
-        # Steady state: every followed run is covered; no pass over the held rows.
-        held = self._held() if uncovered else {}
-        for rt in uncovered:
-            self._followed_ids.add(rt.subject_id)
-            run = held.get(rt.subject_id)
-            if run is None:
-                continue
-            self.covered.add(rt.key)
-            self.host.cover(rt, True)
-            if check and row_moved(rt, run):
-                self.host.poll_soon(rt)
-        for key in list(self.covered):
-            gone = self.host.registry.get(key)
-            if gone is None or gone.removed or gone.finished_at is not None:
-                self.covered.discard(key)
-
-    async def _changed(
-        self,
-        rows: Iterable[Mapping[str, Any]],
-        followed: Sequence[WatchRuntime],
-        trails: Sequence[Sequence[object]] | None = None,
-    ) -> None:
-        """Act on the rows that changed: apply or poll each followed run whose row shows
-        a change its watch has not seen; a run nobody follows may start an early
-        discovery pass. Without ``trails`` the rows are a snapshot, which shows where a
-        run stands but not what it passed through: a run that moved is polled."""
-        if not rows:
-            return
-        by_run: dict[str, list[WatchRuntime]] = {}
-        for rt in followed:
-            by_run.setdefault(rt.subject_id, []).append(rt)
-        for index, row in enumerate(rows):
-            run = run_of_row(row)
-            if run is None:
-                continue
-            runtimes = by_run.get(run.run_id)
-            if runtimes is None:
-                self._discovered(run.task, run.tags)
-                continue
-            for rt in runtimes:
-                if trails is None or rt.key not in self.covered:
-                    verdict: Verdict = "poll" if row_moved(rt, run) else "same"
-                else:
-                    verdict = row_verdict(rt, run, trails[index] if index < len(trails) else ())
-                if verdict == "poll":
-                    self.changes += 1
-                    self.host.poll_soon(rt)
-                elif isinstance(verdict, RunSnapshot):
-                    self.applied += 1
-                    await self.host.apply_pushed(rt, verdict)
-
-    def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
-        """A run nobody follows appeared or moved: discovery passes whose filter may hold it
-        look now rather than at their next pass."""
-        now = self.clock.now()
-        for key in self._discoveries(task, tags):
-            rt = self.host.registry.get(key)
-            if rt is None or rt.removed:
-                continue
-            last = self._early.get(key)
-            if last is None or now - last >= EARLY_DISCOVERY_SPACING:
-                self._early[key] = now
-                self.host.poll_soon(rt)
-
-    def _uncover_all(self, *, poll: bool) -> None:
-        for key in list(self.covered):
-            rt = self.host.registry.get(key)
-            if rt is not None and poll:
-                self.host.cover(rt, False)
-            elif rt is not None:
-                rt.pushed = False
-        self.covered.clear()

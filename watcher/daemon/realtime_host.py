@@ -6,12 +6,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from watcher.config.model import WatchConfig
-from watcher.core.pushed import Verdict, moved, read_row
+from watcher.core.pushed import RunRow, Verdict, moved, read_row
 from watcher.core.snapshots import RunSnapshot
 from watcher.core.watch import WatchState
 from watcher.daemon.runtime import WatchRuntime
 from watcher.sources.trigger import ListFilter, ListPass
-from watcher.sources.trigger_realtime import RealtimeRun
 
 __all__ = ["Lister", "RealtimeHost", "known_snapshot", "row_moved", "row_verdict"]
 
@@ -41,8 +40,17 @@ class RealtimeHost(Protocol):
         """Apply what the feed showed of ``rt``'s run, as a poll's result would be."""
         ...
 
-    def confirm(self, rt: WatchRuntime) -> None:
-        """A cross-check found ``rt``'s run as its watch last saw it: its own poll waits."""
+    def saw(self, rt: WatchRuntime) -> None:
+        """A snapshot shows ``rt``'s run as its watch last saw it: it counts as seen."""
+        ...
+
+    def defer(self, rt: WatchRuntime, seconds: float) -> None:
+        """Poll ``rt`` in ``seconds`` rather than now."""
+        ...
+
+    def confirm(self, rt: WatchRuntime, listed: RunSnapshot) -> None:
+        """A cross-check found ``rt``'s run as its watch last saw it (``listed``): its own
+        poll waits, and what the list adds (the version) is kept."""
         ...
 
 
@@ -57,21 +65,21 @@ def known_snapshot(rt: WatchRuntime) -> RunSnapshot | None:
     return known if isinstance(known, RunSnapshot) else None
 
 
-def row_verdict(rt: WatchRuntime, run: RealtimeRun, trail: Sequence[object]) -> Verdict:
-    """What a live row means for the covered run's watch (``core/pushed.py``)."""
+def row_verdict(
+    rt: WatchRuntime, run: RunRow, trail: Sequence[object], environment: str | None = None
+) -> Verdict:
+    """What a row means for ``rt``'s watch (``core/pushed.py``); an empty ``trail`` for
+    a snapshot row."""
     state = rt.state
     return read_row(
         known_snapshot(rt),
-        status=run.status,
-        internal=run.internal,
-        updated_at=run.updated_at,
+        run,
         trail=trail,
         healthy=isinstance(state, WatchState) and state.health.healthy,
+        environment=environment,
     )
 
 
-def row_moved(rt: WatchRuntime, run: RealtimeRun) -> bool:
-    """Whether a snapshot row shows a change ``rt``'s watch has not seen (``core/pushed.py``)."""
-    return moved(
-        known_snapshot(rt), status=run.status, internal=run.internal, updated_at=run.updated_at
-    )
+def row_moved(rt: WatchRuntime, run: RunRow) -> bool:
+    """Whether a row shows a change ``rt``'s watch has not seen (``core/pushed.py``)."""
+    return moved(known_snapshot(rt), run)

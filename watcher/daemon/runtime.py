@@ -68,6 +68,9 @@ class WatchRuntime:
     a stream replays its history."""
     pushed: bool = False
     """An environment's realtime feed holds this run: polls only cross-check it."""
+    attempts_ahead: int = 0
+    """Attempts the realtime feed saw begin that the watch could not number yet (its
+    baseline came from a row): the next poll numbers the baseline's attempt from them."""
     streamed_ahead: int = 0
     """Failures the events stream named since the runs stream was last read: the next
     read must go that much further past its cursor."""

@@ -20,6 +20,7 @@ from watcher.core.diff import diff_run
 from watcher.core.discovery import plan_adoption
 from watcher.core.events import Event, WatchRef
 from watcher.core.health import Problem
+from watcher.core.pushed import numbered
 from watcher.core.snapshots import FailedRun, GroupObservation, GroupSnapshot, RunSnapshot
 from watcher.core.statuses import ParallelStatus, classify
 from watcher.core.watch import (
@@ -169,6 +170,10 @@ class Watcher(WatchRegistry):
         self._fetched(rt)
         if isinstance(outcome, GroupObservation):
             return step_group(state, outcome, self._context(rt), stream_problem)
+        if rt.attempts_ahead and isinstance(state.snapshot, RunSnapshot):
+            # The feed saw attempts begin that the baseline could not number: the poll can.
+            state = replace(state, snapshot=numbered(state.snapshot, outcome, rt.attempts_ahead))
+            rt.attempts_ahead = 0
         if not classify(outcome.source, outcome.status).known:
             log.warning(
                 "unknown status value kept as is",
@@ -260,11 +265,25 @@ class Watcher(WatchRegistry):
         else:
             self.poll_soon(rt)
 
-    def confirm(self, rt: WatchRuntime) -> None:
-        """The feed's cross-check found ``rt`` as its watch last saw it: the run's own
-        poll waits for a backstop again."""
+    def confirm(self, rt: WatchRuntime, listed: RunSnapshot) -> None:
+        """The feed's cross-check found ``rt``'s run as its watch last saw it: the run's own
+        poll waits for a backstop again. A version the watch lacked (a baseline from a
+        row) is taken from the list."""
         if rt.pushed and not rt.removed:
             self._schedule(rt, 0.0)
+        state = rt.state
+        if not isinstance(state, WatchState):
+            return
+        known = state.snapshot
+        if isinstance(known, RunSnapshot) and known.version is None and listed.version:
+            rt.state = replace(
+                state,
+                snapshot=replace(
+                    known,
+                    version=listed.version,
+                    environment=known.environment or listed.environment,
+                ),
+            )
 
     async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
         """Apply a run as the realtime feed showed it, as a poll's result would be."""
@@ -272,7 +291,26 @@ class Watcher(WatchRegistry):
             return
         state = rt.state
         assert isinstance(state, WatchState)
+        self._fetched(rt)
         await self._apply(rt, step_run(state, snapshot, self._context(rt)))
+
+    def pending_note(self) -> str:
+        """What the first pass still waits for, in words (``/readyz``)."""
+        feed = self.realtime
+        waiting = f", {feed.awaiting} for the realtime snapshot" if feed and feed.awaiting else ""
+        return f"{self.unpolled} pending{waiting}"
+
+    def saw(self, rt: WatchRuntime) -> None:
+        """The feed's snapshot shows ``rt``'s run as its watch last saw it (a restored
+        state): it counts as seen, as a poll that found nothing new would."""
+        if not rt.removed:
+            self._fetched(rt)
+            self._seen(rt)
+
+    def defer(self, rt: WatchRuntime, seconds: float) -> None:
+        """Poll ``rt`` in ``seconds`` rather than now (the feed's snapshot may see it first)."""
+        if not rt.removed:
+            self.schedulers[rt.source].schedule(rt, seconds)
 
     def stretch_polls(self, rt: WatchRuntime) -> None:
         """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ import anyio
 import httpx
 
 from watcher.core.health import Problem, ProblemKind
+from watcher.core.pushed import RunRow
 from watcher.core.shape import ShapeCursor, ShapeResponse, parse_schema
 from watcher.core.statuses import trigger_public_status
 from watcher.sources.errors import ResponseShapeError, SourceError
@@ -34,16 +34,28 @@ from watcher.sources.http import Upstream, classify_status, read_capped, transpo
 __all__ = [
     "ELECTRIC_VERSION",
     "NEEDED_COLUMNS",
-    "RealtimeRun",
     "ShapeGone",
     "TriggerRealtime",
     "run_of_row",
+    "skipped_columns",
 ]
 
 ELECTRIC_VERSION = "1.0.0-beta.1"
 """``x-trigger-electric-version``: the SDK's; without it the server speaks the old protocol."""
 
-NEEDED_COLUMNS = ("friendlyId", "status", "updatedAt", "createdAt", "taskIdentifier", "runTags")
+NEEDED_COLUMNS = (
+    "friendlyId",
+    "status",
+    "updatedAt",
+    "createdAt",
+    "taskIdentifier",
+    "runTags",
+    "startedAt",
+    "completedAt",
+    "delayUntil",
+    "error",
+)
+"""What an alert is built from (``core/pushed.py``): a row lacking one of them is polled."""
 _SKIPPED = (
     "payload",
     "payloadType",
@@ -51,7 +63,6 @@ _SKIPPED = (
     "outputType",
     "metadata",
     "metadataType",
-    "error",
     "usageDurationMs",
     "costInCents",
     "baseCostInCents",
@@ -61,12 +72,20 @@ _SKIPPED = (
     "isTest",
     "queuedAt",
     "expiredAt",
-    "delayUntil",
-    "startedAt",
-    "completedAt",
 )
 """Everything the watcher does not read: customer data (payload, output, metadata) never
-crosses, and rows stay small. What a change means is read by polling the run."""
+crosses, and rows stay small."""
+
+_REWORDED_ERRORS = frozenset({"UnexpectedExitError", "TriggerApiError"})
+"""Error names the provider's API rewrites on the way out (``taskRunErrorEnhancer``:
+exits by signal, out-of-memory kills, deadlocks): a row with one is read from the API."""
+_REWORDED_MESSAGES = frozenset({"ffmpeg was killed with signal SIGKILL", "MANUAL_OOM_KILL_ERROR"})
+_MAX_STACK = 8192
+
+
+def skipped_columns() -> tuple[str, ...]:
+    """The columns the daemon asks the feed to leave out (``skipColumns``)."""
+    return _SKIPPED
 
 
 class ShapeGone(Exception):
@@ -75,19 +94,6 @@ class ShapeGone(Exception):
     def __init__(self, handle: str | None) -> None:
         super().__init__(f"the shape was reset (new handle {handle})")
         self.handle = handle
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeRun:
-    """What a row says of a run: its id, status (public and internal) and times."""
-
-    run_id: str
-    status: str
-    internal: str
-    updated_at: str | None
-    task: str | None = None
-    tags: tuple[str, ...] = ()
-    created_at: datetime | None = None
 
 
 def _moment(pg: Any) -> datetime | None:
@@ -109,7 +115,34 @@ def _iso(pg: Any) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def run_of_row(row: Mapping[str, Any]) -> RealtimeRun | None:
+def _error(value: Any) -> tuple[str | None, str | None, bool]:
+    """The row's ``error`` (``TaskRunError``) as the retrieve presents it
+    (``createJsonErrorObject``): its message, its stack, and whether it reads alike."""
+    if value is None:
+        return None, None, True
+    if not isinstance(value, dict):
+        return None, None, False
+    match value.get("type"):
+        case "BUILT_IN_ERROR":
+            name, message, stack = value.get("name"), value.get("message"), value.get("stackTrace")
+            if not isinstance(message, str) or not isinstance(name, str):
+                return None, None, False
+            if name in _REWORDED_ERRORS or message in _REWORDED_MESSAGES:
+                return None, None, False
+            text = f"{name}: {message}" if name and name != "Error" else message
+            return (
+                text or None,
+                stack[:_MAX_STACK] if isinstance(stack, str) and stack else None,
+                True,
+            )
+        case "STRING_ERROR" | "CUSTOM_ERROR":
+            raw = value.get("raw")
+            return (raw or None, None, True) if isinstance(raw, str) else (None, None, False)
+        case _:
+            return None, None, False  # INTERNAL_ERROR (reworded by code), or a new type
+
+
+def run_of_row(row: Mapping[str, Any]) -> RunRow | None:
     """The run a row (or a partial update merged into one) describes; None without an id
     or a status."""
     run_id, internal = row.get("friendlyId"), row.get("status")
@@ -117,14 +150,28 @@ def run_of_row(row: Mapping[str, Any]) -> RealtimeRun | None:
         return None
     tags = row.get("runTags")
     task = row.get("taskIdentifier")
-    return RealtimeRun(
+    message, stack, readable = _error(row.get("error"))
+    attempt, version = row.get("attemptNumber"), row.get("taskVersion")
+    return RunRow(
         run_id=run_id,
         status=sys.intern(trigger_public_status(internal)),
         internal=sys.intern(internal),
         updated_at=_iso(row.get("updatedAt")),
-        task=task if isinstance(task, str) else None,
-        tags=tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        task=sys.intern(task) if isinstance(task, str) else None,
+        # The API lists a run's tags sorted.
+        tags=tuple(sorted(sys.intern(t) for t in tags if isinstance(t, str)))
+        if isinstance(tags, list)
+        else (),
         created_at=_moment(row.get("createdAt")),
+        started_at=_iso(row.get("startedAt")),
+        finished_at=_iso(row.get("completedAt")),
+        delayed_until=_moment(row.get("delayUntil")),
+        error_message=message,
+        error_stack=stack,
+        error_readable=readable,
+        complete=all(column in row for column in NEEDED_COLUMNS),
+        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        version=sys.intern(version) if isinstance(version, str) and version else None,
     )
 
 

@@ -1,0 +1,235 @@
+"""What the realtime feed follows, and what its rows do to the watches (a mixin of
+:class:`~watcher.daemon.realtime.RealtimeFeed`).
+
+A followed run whose row a shape holds is *covered*: its polls stretch to the
+cross-check. Each row that changed is read by ``core/pushed.py``: applied as a poll's
+result, or the run is polled where the row cannot tell. A snapshot is the first poll
+of the runs their watches have not seen yet, which is how the daemon becomes ready in
+seconds rather than at the ``/api`` budget's pace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from watcher.clock import Clock
+from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig
+from watcher.core.pushed import RunRow, attempts_started
+from watcher.core.shape import ShapeFold
+from watcher.core.statuses import Source
+from watcher.daemon.realtime_host import RealtimeHost, known_snapshot, row_moved, row_verdict
+from watcher.daemon.runtime import Kind, WatchRuntime
+from watcher.sources.trigger_realtime import run_of_row
+
+__all__ = ["EARLY_DISCOVERY_SPACING", "FIRST_SNAPSHOT_WAIT", "FeedRows"]
+
+FIRST_SNAPSHOT_WAIT = 20.0
+"""Seconds a run's first poll waits at start for the feed's first snapshot to hold it."""
+EARLY_DISCOVERY_SPACING = 10.0
+"""At most one early discovery pass per watch this often: a busy environment inserts many
+runs a second, and a pass may read 20 pages."""
+
+
+class FeedRows:
+    """The feed's followed runs, its cover, and what rows do to them."""
+
+    host: RealtimeHost
+    config: TriggerSourceConfig
+    clock: Clock
+    fold: ShapeFold
+    covered: set[str]
+    environment: str | None
+    changes: int
+    applied: int
+    baselines: int
+    _wanted: anyio.Event
+    _followed_ids: set[str]
+    _early: dict[str, float]
+    _deferred: set[str]
+    _first_snapshot: bool
+
+    # -- what it follows ------------------------------------------------------------------
+
+    def _mode(self, rt: WatchRuntime) -> str:
+        config = self.host.configs.get(rt.parent or rt.key)
+        if isinstance(config, (TriggerRunWatch, TriggerRunsWatch)):
+            return config.mode
+        return "poll"
+
+    def followed(self) -> Iterable[WatchRuntime]:
+        """The Trigger.dev runs in ``mode: auto`` still watched and not finished."""
+        for rt in list(self.host.registry.values()):
+            if (
+                rt.kind is Kind.RUN
+                and rt.source is Source.TRIGGER
+                and not rt.removed
+                and rt.finished_at is None
+                and self._mode(rt) == "auto"
+            ):
+                yield rt
+
+    def wanted(self, followed: Sequence[WatchRuntime] | None = None) -> bool:
+        """Whether anything needs the feed: a followed run, or a discovery in ``auto`` mode."""
+        if followed if followed is not None else any(True for _ in self.followed()):
+            return True
+        return any(
+            isinstance(config, TriggerRunsWatch) and config.mode == "auto"
+            for config in self.host.configs.values()
+        )
+
+    def added(self, rt: WatchRuntime) -> None:
+        """A runtime was added: a Trigger.dev run or discovery in ``auto`` mode wants the feed.
+
+        Until the first snapshot is read, a run's first poll waits for it (at most
+        ``FIRST_SNAPSHOT_WAIT``): the snapshot holds its status at no ``/api`` cost."""
+        if rt.source is Source.TRIGGER:
+            if rt.kind is Kind.RUN:
+                self._followed_ids.add(rt.subject_id)
+                if self._first_snapshot and self.config.realtime and self._mode(rt) == "auto":
+                    self._deferred.add(rt.key)
+                    self.host.defer(rt, FIRST_SNAPSHOT_WAIT)
+            self._wanted.set()
+
+    @property
+    def awaiting(self) -> int:
+        """Runs whose first poll waits for the feed's first snapshot."""
+        return len(self._deferred)
+
+    def _first_snapshot_done(self) -> None:
+        """The first snapshot was read (or could not be): runs it did not hold are polled."""
+        self._first_snapshot = False
+        for key in self._deferred:
+            rt = self.host.registry.get(key)
+            if rt is not None and key not in self.covered:
+                self.host.poll_soon(rt)
+        self._deferred.clear()
+
+    def _keeps(self, row: Mapping[str, Any]) -> bool:
+        """Hold the rows of followed runs and of runs a discovery may adopt: a large
+        environment's snapshot must not cost a row per run (the others' updates still
+        come out, by key, for early discovery)."""
+        if row.get("friendlyId") in self._followed_ids:
+            return True
+        task, tags = row.get("taskIdentifier"), row.get("runTags")
+        return self._discovery_matches(
+            task if isinstance(task, str) else None,
+            tuple(tags) if isinstance(tags, list) else (),
+        )
+
+    def _discovery_matches(self, task: str | None, tags: tuple[str, ...]) -> bool:
+        return any(True for _ in self._discoveries(task, tags))
+
+    def _discoveries(self, task: str | None, tags: tuple[str, ...]) -> Iterable[str]:
+        """The keys of ``trigger_runs`` watches in ``auto`` whose filter may hold such a run."""
+        if task is None:
+            return
+        for key, config in self.host.configs.items():
+            if not isinstance(config, TriggerRunsWatch) or config.mode != "auto":
+                continue
+            flt = config.filter
+            if (flt.task and task not in flt.task) or (flt.tag and not set(flt.tag) & set(tags)):
+                continue
+            yield key
+
+    # -- covering and changes ------------------------------------------------------------------
+
+    def _held(self) -> dict[str, RunRow]:
+        """Every run the shape holds, by id."""
+        held: dict[str, RunRow] = {}
+        for row in self.fold.rows.values():
+            run = run_of_row(row)
+            if run is not None:
+                held[run.run_id] = run
+        return held
+
+    def _cover(self, followed: Sequence[WatchRuntime], *, check: bool = True) -> None:
+        """Cover the followed runs the shape holds and were not covered yet; with ``check``,
+        poll those whose row shows a change their watch has not seen."""
+        uncovered = [rt for rt in followed if rt.key not in self.covered]
+        # Steady state: every followed run is covered; no pass over the held rows.
+        held = self._held() if uncovered else {}
+        for rt in uncovered:
+            self._followed_ids.add(rt.subject_id)
+            run = held.get(rt.subject_id)
+            if run is None:
+                continue
+            self.covered.add(rt.key)
+            self.host.cover(rt, True)
+            if check and row_moved(rt, run):
+                self.host.poll_soon(rt)
+        for key in list(self.covered):
+            gone = self.host.registry.get(key)
+            if gone is None or gone.removed or gone.finished_at is not None:
+                self.covered.discard(key)
+
+    async def _changed(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        followed: Sequence[WatchRuntime],
+        trails: Sequence[Sequence[object]] | None = None,
+    ) -> None:
+        """Act on the rows that changed (``core/pushed.py``): apply each followed run's
+        row as a poll's result, or poll the run where the row cannot tell; a run nobody
+        follows may start an early discovery pass. Without ``trails`` the rows are a
+        snapshot: it baselines the runs their watches have not seen, confirms the ones
+        that stand as last seen, and polls the ones that moved."""
+        if not rows:
+            return
+        by_run: dict[str, list[WatchRuntime]] = {}
+        for rt in followed:
+            by_run.setdefault(rt.subject_id, []).append(rt)
+        for index, row in enumerate(rows):
+            run = run_of_row(row)
+            if run is None:
+                continue
+            runtimes = by_run.get(run.run_id)
+            if runtimes is None:
+                self._discovered(run.task, run.tags)
+                continue
+            trail: Sequence[object] = ()
+            if trails is not None and index < len(trails):
+                trail = trails[index]
+            for rt in runtimes:
+                fresh = known_snapshot(rt) is None
+                verdict = row_verdict(
+                    rt, run, trail if rt.key in self.covered else (), self.environment
+                )
+                if verdict == "poll" or verdict == "number":
+                    if verdict == "number":
+                        rt.attempts_ahead += attempts_started(trail) or 0
+                    self.changes += 1
+                    self.host.poll_soon(rt)
+                elif verdict == "same":
+                    if trails is None:
+                        self.host.saw(rt)
+                else:
+                    if fresh:
+                        self.baselines += 1
+                    else:
+                        self.applied += 1
+                    await self.host.apply_pushed(rt, verdict)
+
+    def _discovered(self, task: str | None, tags: tuple[str, ...]) -> None:
+        """A run nobody follows appeared or moved: discovery passes whose filter may hold it
+        look now rather than at their next pass."""
+        now = self.clock.now()
+        for key in self._discoveries(task, tags):
+            rt = self.host.registry.get(key)
+            if rt is None or rt.removed:
+                continue
+            last = self._early.get(key)
+            if last is None or now - last >= EARLY_DISCOVERY_SPACING:
+                self._early[key] = now
+                self.host.poll_soon(rt)
+
+    def _uncover_all(self, *, poll: bool) -> None:
+        for key in list(self.covered):
+            rt = self.host.registry.get(key)
+            if rt is not None and poll:
+                self.host.cover(rt, False)
+            elif rt is not None:
+                rt.pushed = False
+        self.covered.clear()
