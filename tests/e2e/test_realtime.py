@@ -371,3 +371,79 @@ async def test_ready_comes_from_the_snapshot_not_from_the_api_budget() -> None:
     assert [(e["subject_id"], e["details"]["error"]) for e in events] == [
         ("run_123", "out of memory")
     ]
+
+
+async def test_a_capped_feed_covers_the_rest_with_tag_and_run_shapes() -> None:
+    # 30 runs, a shape cap of 10: the environment's shape holds the newest 10. Of the
+    # 20 left out, 8 share a tag (one tag shape) and 4 more get a shape each (6
+    # connections in all); the last 8 stay polled, and are counted.
+    world = World()
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    for i in range(30):
+        tags = ["batch"] if i < 8 else []
+        world.add_trigger_run(
+            f"run_{i:02d}", "sync", "EXECUTING", tags=tags, created_at=start + timedelta(seconds=i)
+        )
+    realtime = RealtimeServer(world, cap=10)
+    sources = {"trigger": {**FEED["trigger"], "realtime_connections": 6, "realtime_cap": 10}}
+    watches = [run_watch(f"run_{i:02d}") for i in range(30)]
+    async with running(
+        watches,
+        world=world,
+        polling=SLOW,
+        sources=sources,
+        realtime=realtime,
+        http={"listen": "127.0.0.1:0"},
+    ) as env:
+        feed = env.daemon.watcher.realtime if env.daemon.watcher else None
+        assert feed is not None
+        with anyio.fail_after(15):
+            while len(feed.covered) < 22:  # noqa: ASYNC110 - observing the feed's cover
+                await anyio.sleep(0.05)
+        assert sorted(s.label for s in feed.extra.readers) == [
+            "run:run_08",
+            "run:run_09",
+            "run:run_10",
+            "run:run_11",
+            "tag:batch",
+        ]
+        assert env.daemon.metrics is not None
+        exposition = env.daemon.metrics.render().decode()
+        assert "run_watcher_realtime_uncovered_runs 8.0" in exposition
+        assert "run_watcher_realtime_connections 6.0" in exposition
+        reads = world.requests.get("trigger.run", 0)
+        started = anyio.current_time()
+        for run_id in ("run_03", "run_09", "run_25"):  # a tag shape's, a run shape's, the main's
+            world.set_trigger_run(run_id, "FAILED", f"{run_id} failed")
+        events = await env.wait_until(lambda es: len(es) >= 3)
+        assert anyio.current_time() - started < 3.0  # polls are 5 s or more apart
+        assert world.requests.get("trigger.run", 0) == reads  # built from the rows
+        with anyio.fail_after(10):  # run_09 finished: its connection goes to the next run
+            while "run:run_12" not in {s.label for s in feed.extra.readers}:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert "run:run_09" not in {s.label for s in feed.extra.readers}
+    assert sorted(e["subject_id"] for e in events) == ["run_03", "run_09", "run_25"]
+
+
+async def test_the_plans_connection_limit_shrinks_the_extra_shapes() -> None:
+    world = World()
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    for i in range(12):
+        world.add_trigger_run(
+            f"run_{i:02d}", "sync", "EXECUTING", created_at=start + timedelta(seconds=i)
+        )
+    # Three live requests at once: the environment's shape and two extra ones.
+    realtime = RealtimeServer(world, cap=4, limit=3, long_poll=5.0)
+    sources = {"trigger": {**FEED["trigger"], "realtime_connections": 6, "realtime_cap": 4}}
+    watches = [run_watch(f"run_{i:02d}") for i in range(12)]
+    async with running(
+        watches, world=world, polling=SLOW, sources=sources, realtime=realtime
+    ) as env:
+        feed = env.daemon.watcher.realtime if env.daemon.watcher else None
+        assert feed is not None
+        with anyio.fail_after(20):
+            while feed.extra.limited < 1 or feed.extra.live != 2:  # noqa: ASYNC110 - observing
+                await anyio.sleep(0.05)
+        assert feed.extra.slots == 2
+        assert feed.streaming()  # the environment's shape kept its connection
+        assert feed.uncovered() == 12 - 4 - 2

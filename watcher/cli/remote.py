@@ -122,13 +122,28 @@ def _print_watches(watches: Sequence[dict[str, Any]]) -> None:
             print(f"error: {w['key']}: {w['problem']}")
 
 
+def _realtime_line(feed: dict[str, Any]) -> str:
+    """The realtime feed in one line: what it covers, on how many connections, what not."""
+    if not feed.get("streaming"):
+        return f"realtime feed: not delivering; {feed.get('uncovered', 0)} runs polled"
+    extra = feed.get("extra_shapes") or []
+    return (
+        f"realtime feed: {feed.get('covered', 0)} runs covered on "
+        f"{feed.get('connections', 0)} of {feed.get('connection_budget', 0)} connections "
+        f"({len(extra)} extra shapes); {feed.get('uncovered', 0)} runs no shape holds, polled"
+    )
+
+
 def status(url: str) -> int:
     """Print the running daemon's watches; exit 1 if any cannot see upstream."""
-    watches = call("GET", f"{url}/watches")["watches"]
+    answer = call("GET", f"{url}/watches")
+    watches = answer["watches"]
     if not watches:
         print("no watches")
         return EXIT_OK
     _print_watches(watches)
+    if (feed := answer.get("realtime")) is not None:
+        print(_realtime_line(feed))
     return EXIT_FAILED if any(w["state"] == "error" for w in watches) else EXIT_OK
 
 

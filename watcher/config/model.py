@@ -146,6 +146,14 @@ class TriggerSourceConfig(SourceOptions):
     realtime_retry_after: PositiveDuration = 600.0
     """After the feed was refused (401/403/404) or kept failing, poll this long before
     trying again."""
+    realtime_connections: int = Field(default=5, ge=1, le=500)
+    """Long-poll connections the feed may hold at once: the environment's shape, plus
+    extra shapes (by tag, or one per run) for the runs it leaves out. 5 is half the Free
+    plan's limit of 10 concurrent realtime connections, which the application's own
+    subscriptions share; raise it on Hobby (50) or Pro (500+)."""
+    realtime_cap: int = Field(default=1000, ge=1)
+    """Runs a multi-run shape holds at most (the provider's newer backend: 1,000, without
+    saying so): a tag shape expected to hold more is not chosen."""
 
 
 class SourcesConfig(Strict):

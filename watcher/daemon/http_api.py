@@ -31,7 +31,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio.abc
 import structlog
@@ -44,7 +44,13 @@ from watcher.daemon.api_silences import ApiSilence, parse_silence_request
 from watcher.daemon.api_watches import WatchRequest, parse_watch_request
 from watcher.daemon.logging import SCRUBBER
 from watcher.daemon.metrics import CONTENT_TYPE, Metrics
-from watcher.daemon.views import DaemonView, count_watches, watch_view, watch_views
+from watcher.daemon.views import (
+    DaemonView,
+    count_watches,
+    realtime_view,
+    watch_view,
+    watch_views,
+)
 from watcher.http_server import HttpServer, Request, Response, json_response
 
 __all__ = ["MAX_REQUEST_BODY", "Control", "ControlApi", "serve_endpoints"]
@@ -220,7 +226,10 @@ class ControlApi:
     # -- watches --------------------------------------------------------------------------
 
     def _list(self) -> Response:
-        return _json(200, {"watches": watch_views(self.view)})
+        body: dict[str, Any] = {"watches": watch_views(self.view)}
+        if (realtime := realtime_view(self.view)) is not None:
+            body["realtime"] = realtime
+        return _json(200, body)
 
     async def _add(self, request: Request) -> Response:
         if not self.watch_api:

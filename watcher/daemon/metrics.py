@@ -297,6 +297,28 @@ class _DaemonCollector(Collector):
                 "Trigger.dev runs the realtime feed holds now (polled only to cross-check).",
                 value=len(feed.covered),
             )
+            yield GaugeMetricFamily(
+                "run_watcher_realtime_connections",
+                "Realtime shapes delivering now: the environment's, plus extra shapes (by tag "
+                "or per run) for the runs it leaves out (sources.trigger.realtime_connections).",
+                value=(1 if feed.streaming() else 0) + feed.extra.live,
+            )
+            yield GaugeMetricFamily(
+                "run_watcher_realtime_uncovered_runs",
+                "Followed Trigger.dev runs in mode auto that no realtime shape holds (over the "
+                "cap or out of the window, beyond the connection budget): polled.",
+                value=feed.uncovered(),
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_limited",
+                "Extra realtime connections the server refused (429: the plan's limit).",
+                value=feed.extra.limited,
+            )
+            yield CounterMetricFamily(
+                "run_watcher_realtime_baselines",
+                "Runs whose first sight came from a realtime row, not an /api read.",
+                value=feed.baselines,
+            )
             yield CounterMetricFamily(
                 "run_watcher_realtime_sessions",
                 "Realtime feed sessions (a snapshot, then long polls).",

@@ -64,6 +64,7 @@ from watcher.daemon.realtime_host import (
     known_snapshot,
 )
 from watcher.daemon.realtime_rows import FeedRows
+from watcher.daemon.realtime_shapes import ExtraShapes
 from watcher.sources.errors import SourceError
 from watcher.sources.trigger import ListFilter
 from watcher.sources.trigger_realtime import ShapeGone, TriggerRealtime, run_of_row
@@ -106,6 +107,7 @@ class RealtimeFeed(FeedRows):
         self.state = FeedState()
         self.policy = FeedPolicy(retry_after=config.realtime_retry_after)
         self.fold = ShapeFold(keep=self._keeps, trail="status")
+        self.extra = ExtraShapes(self, client, config, clock=clock, rng=rng)
         self.covered: set[str] = set()
         self._wanted = anyio.Event()
         self._followed_ids: set[str] = set()
@@ -146,6 +148,7 @@ class RealtimeFeed(FeedRows):
             async with anyio.create_task_group() as tg:
                 if self.lister is not None:
                     tg.start_soon(self._cross_checks)
+                tg.start_soon(self.extra.run)
                 await self._follow()
         finally:
             self._uncover_all(poll=False)
@@ -218,10 +221,11 @@ class RealtimeFeed(FeedRows):
         version (rows do not carry it), which the list gives them."""
         assert self.lister is not None
         created: dict[str, datetime] = {}
-        for row in self.fold.rows.values():
-            run = run_of_row(row)
-            if run is not None and run.created_at is not None:
-                created[run.run_id] = run.created_at
+        for fold in self._folds():
+            for row in fold.rows.values():
+                run = run_of_row(row)
+                if run is not None and run.created_at is not None:
+                    created[run.run_id] = run.created_at
         due = {
             rt.subject_id: (rt, known)
             for rt in self.followed()
@@ -277,6 +281,8 @@ class RealtimeFeed(FeedRows):
         await self._changed(self.fold.rows.values(), followed)
         self._first_snapshot_done()
         self._snapshot_read.set()  # the runs it baselined get their versions listed
+        self.extra.reset_budget()
+        self.extra.poke()  # the runs it left out get extra shapes
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:

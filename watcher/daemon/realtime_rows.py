@@ -17,10 +17,13 @@ import anyio
 
 from watcher.clock import Clock
 from watcher.config.model import TriggerRunsWatch, TriggerRunWatch, TriggerSourceConfig
-from watcher.core.pushed import RunRow, attempts_started
+from watcher.core.feed import FeedState, Phase
+from watcher.core.pushed import attempts_started
 from watcher.core.shape import ShapeFold
+from watcher.core.shape_plan import Candidate
 from watcher.core.statuses import Source
 from watcher.daemon.realtime_host import RealtimeHost, known_snapshot, row_moved, row_verdict
+from watcher.daemon.realtime_shapes import ExtraShapes, ShapeReader
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.sources.trigger_realtime import run_of_row
 
@@ -40,6 +43,8 @@ class FeedRows:
     config: TriggerSourceConfig
     clock: Clock
     fold: ShapeFold
+    state: FeedState
+    extra: ExtraShapes
     covered: set[str]
     environment: str | None
     changes: int
@@ -136,14 +141,76 @@ class FeedRows:
 
     # -- covering and changes ------------------------------------------------------------------
 
-    def _held(self) -> dict[str, RunRow]:
-        """Every run the shape holds, by id."""
-        held: dict[str, RunRow] = {}
-        for row in self.fold.rows.values():
-            run = run_of_row(row)
-            if run is not None:
-                held[run.run_id] = run
+    def _folds(self, but: ShapeReader | None = None) -> list[ShapeFold]:
+        """The folds that hold runs now: the environment's and each synced extra shape's."""
+        extra = [r.fold for r in self.extra.readers.values() if r.fold.synced and r is not but]
+        return [self.fold, *extra]
+
+    def _held(self, but: ShapeReader | None = None) -> dict[str, Mapping[str, Any]]:
+        """Every run a shape holds, by id (its row)."""
+        held: dict[str, Mapping[str, Any]] = {}
+        for fold in self._folds(but):
+            for row in fold.rows.values():
+                run_id = row.get("friendlyId")
+                if isinstance(run_id, str):
+                    held[run_id] = row
         return held
+
+    # -- extra shapes (``realtime_shapes.ShapeHost``) ----------------------------------------
+
+    def candidates(self) -> list[Candidate]:
+        """The followed runs the environment's shape does not hold, ranked: a
+        ``trigger_run`` watch before a followed discovery, an active run before an idle one."""
+        main = {row.get("friendlyId") for row in self.fold.rows.values()}
+        out = []
+        for rt in self.followed():
+            if rt.subject_id in main:
+                continue
+            known = known_snapshot(rt)
+            rank = (0 if rt.parent is None else 2) + (0 if rt.active else 1)
+            tags = known.tags if known else ()
+            out.append(Candidate(rt.subject_id, tags, rank, known=known is not None))
+        return out
+
+    def uncovered(self) -> int:
+        """Followed runs no shape holds now (polled)."""
+        return sum(1 for rt in self.followed() if rt.key not in self.covered)
+
+    def keeps(self, row: Mapping[str, Any]) -> bool:
+        """Whether a tag shape's snapshot row is held (as the environment's shape decides)."""
+        return self._keeps(row)
+
+    def streaming(self) -> bool:
+        """Whether the environment's shape delivers."""
+        return self.fold.synced and self.state.phase is Phase.STREAMING
+
+    async def shape_synced(self, reader: ShapeReader) -> None:
+        """An extra shape's snapshot: cover what it holds, and read its rows as a snapshot."""
+        followed = list(self.followed())
+        self._cover(followed, check=False)
+        await self._changed(reader.fold.rows.values(), followed)
+
+    async def shape_rows(self, reader: ShapeReader, rows: tuple[Mapping[str, Any], ...]) -> None:
+        """Rows that changed in an extra shape: read as the environment's are."""
+        followed = list(self.followed())
+        await self._changed(rows, followed, reader.fold.trails)
+        self._cover(followed)
+        if reader.spec.kind == "run" and not any(
+            rt.subject_id == reader.spec.key for rt in self.followed()
+        ):
+            self.extra.poke()  # its run finished: the connection goes to another run now
+
+    def shape_lost(self, reader: ShapeReader) -> None:
+        """An extra shape stopped: the runs only it held are polled again."""
+        if not reader.fold.rows:
+            return
+        ids = {row.get("friendlyId") for row in reader.fold.rows.values()}
+        elsewhere = self._held(but=reader)
+        for key in list(self.covered):
+            rt = self.host.registry.get(key)
+            if rt is not None and rt.subject_id in ids and rt.subject_id not in elsewhere:
+                self.covered.discard(key)
+                self.host.cover(rt, False)
 
     def _cover(self, followed: Sequence[WatchRuntime], *, check: bool = True) -> None:
         """Cover the followed runs the shape holds and were not covered yet; with ``check``,
@@ -153,7 +220,8 @@ class FeedRows:
         held = self._held() if uncovered else {}
         for rt in uncovered:
             self._followed_ids.add(rt.subject_id)
-            run = held.get(rt.subject_id)
+            row = held.get(rt.subject_id)
+            run = run_of_row(row) if row is not None else None
             if run is None:
                 continue
             self.covered.add(rt.key)
@@ -226,6 +294,7 @@ class FeedRows:
                 self.host.poll_soon(rt)
 
     def _uncover_all(self, *, poll: bool) -> None:
+        self.extra.poke()  # the environment's shape is down: so are the extra ones
         for key in list(self.covered):
             rt = self.host.registry.get(key)
             if rt is not None and poll:

@@ -31,6 +31,7 @@ __all__ = [
     "DaemonView",
     "WatchCounts",
     "count_watches",
+    "realtime_view",
     "status_line",
     "tally_watches",
     "watch_state",
@@ -232,6 +233,7 @@ def watch_view(view: DaemonView, key: str) -> dict[str, Any] | None:
             else describe(state)
         ),
         "status": _status(state),
+        "watched_by": "realtime" if rt.pushed else "stream" if rt.streaming else "poll",
         "problem": problem.message if problem is not None else None,
         "polls": rt.polls,
         "errors": rt.errors,
@@ -243,6 +245,22 @@ def watch_view(view: DaemonView, key: str) -> dict[str, Any] | None:
     if isinstance(state, WatchState) and isinstance(state.snapshot, GroupSnapshot):
         shown["counts"] = dict(state.snapshot.counts)
     return shown
+
+
+def realtime_view(view: DaemonView) -> dict[str, Any] | None:
+    """How the Trigger.dev realtime feed covers the followed runs (None without a feed)."""
+    feed = view.watcher.realtime if view.watcher is not None else None
+    if feed is None:
+        return None
+    streaming = feed.streaming()
+    return {
+        "streaming": streaming,
+        "connections": (1 if streaming else 0) + feed.extra.live,
+        "connection_budget": 1 + feed.extra.slots,
+        "extra_shapes": sorted(spec.label for spec in feed.extra.readers),
+        "covered": len(feed.covered),
+        "uncovered": feed.uncovered(),
+    }
 
 
 def watch_views(view: DaemonView) -> list[dict[str, Any]]:

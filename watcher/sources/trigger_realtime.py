@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -183,16 +183,24 @@ class TriggerRealtime:
         self.long_poll = long_poll
         """How long the server may hold a live request (Electric's default is 20 s)."""
 
-    async def read(self, cursor: ShapeCursor, *, live: bool, window: str) -> ShapeResponse:
-        """One request of ``GET /realtime/v1/runs`` from ``cursor``."""
-        path = "/realtime/v1/runs"
+    async def read(
+        self,
+        cursor: ShapeCursor,
+        *,
+        live: bool,
+        window: str | None,
+        run_id: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> ShapeResponse:
+        """One request of ``GET /realtime/v1/runs`` (the runs created in ``window``, with
+        every one of ``tags``), or of ``/realtime/v1/runs/{run_id}``, from ``cursor``."""
+        path = "/realtime/v1/runs" if run_id is None else f"/realtime/v1/runs/{run_id}"
         what = f"GET {path}"
-        params = {
-            "offset": cursor.offset,
-            "log": "full",
-            "createdAt": window,
-            "skipColumns": ",".join(_SKIPPED),
-        }
+        params = {"offset": cursor.offset, "log": "full", "skipColumns": ",".join(_SKIPPED)}
+        if window is not None and run_id is None:
+            params["createdAt"] = window
+        if tags:
+            params["tags"] = ",".join(tags)
         if cursor.handle:
             params["handle"] = cursor.handle
         if live:

@@ -54,9 +54,12 @@ class TriggerPlugin:
         await stack.enter_async_context(client)
         realtime = None
         if cfg.realtime and version == TRIGGER_CURRENT_API_VERSION:
-            # The feed holds one long poll open: a pool of its own, so polls never wait.
+            # The feed holds a long poll open per shape: a pool of its own, so polls never
+            # wait, one connection over the shapes' budget for a snapshot read beside them.
             # A snapshot chunk of a large environment is larger than an API answer.
-            feed_limits = replace(limits, max_connections=2, max_body=64 * 1024 * 1024)
+            feed_limits = replace(
+                limits, max_connections=cfg.realtime_connections + 1, max_body=64 * 1024 * 1024
+            )
             feed_client = await stack.enter_async_context(
                 build_client(base_url, headers, feed_limits, transport=opening.transport)
             )
