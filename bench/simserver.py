@@ -3,7 +3,8 @@
 ``python -m bench.simserver --port P --spec spec.json`` where the spec holds
 ``trigger_runs``, ``parallel_runs`` (lists of ``[prefix, count, status]``, with
 an optional fourth element: how many seconds ago the runs last changed),
-``groups`` (``[prefix, count, runs_each, status]``), ``limiter`` (false turns
+``groups`` (``[prefix, count, runs_each, status]``), ``trigger_tags`` (N: run i of
+each ``trigger_runs`` entry carries the tag ``part-{i % N}``), ``limiter`` (false turns
 Trigger.dev's rate limiter off, for measuring raw throughput) and ``realtime``
 (``{cap, long_poll}`` of the realtime shapes).
 """
@@ -25,11 +26,13 @@ from watcher.simulator.world import World, _ts
 def build(spec: dict[str, object]) -> tuple[World, TriggerLimiter]:
     """The world and limiter a spec describes."""
     world = World()
+    parts = int(spec.get("trigger_tags", 0))  # type: ignore[call-overload]
     for prefix, count, status, *age in spec.get("trigger_runs", []):  # type: ignore[attr-defined]
         for i in range(count):
-            run = world.add_trigger_run(f"{prefix}{i}", "bench-task", status)
+            tags = [f"part-{i % parts}"] if parts else None
+            run = world.add_trigger_run(f"{prefix}{i}", "bench-task", status, tags=tags)
             if age:
-                run.updated_at = _ts(datetime.now(UTC) - timedelta(seconds=age[0]))
+                run.updated_at = _ts(datetime.now(UTC) - timedelta(seconds=age[0]), "milliseconds")
     for prefix, count, status, *age in spec.get("parallel_runs", []):  # type: ignore[attr-defined]
         for i in range(count):
             prun = world.add_parallel_run(f"{prefix}{i}", status)

@@ -41,6 +41,7 @@ class Host:
         config = parse_config(config_yaml)
         self.configs: dict[str, WatchConfig] = {w.ref().key: w for w in config.watches}
         self.registry: dict[str, WatchRuntime] = {}
+        self.revision = 0
         self.polled: list[str] = []
         self.covered: dict[str, bool] = {}
         self.applied: list[tuple[str, str]] = []
@@ -136,13 +137,13 @@ async def test_a_snapshot_row_that_moved_polls_the_run_and_a_still_one_does_not(
     realtime = feed(host, Clock())
     watching_run_a(host)
     assert run_of_row(SAME) is not None
-    await realtime._changed([SAME], list(realtime.followed()))
+    await realtime._changed([SAME])
     assert host.polled == []  # nothing the watch has not seen: it counts as seen
     assert host.seen == ["trigger_run:run_a"]
     retried = {**SAME, "updatedAt": "2026-12-02 07:00:05"}  # EXECUTING both sides of a retry
-    await realtime._changed([retried], list(realtime.followed()))
+    await realtime._changed([retried])
     waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
-    await realtime._changed([waiting], list(realtime.followed()))
+    await realtime._changed([waiting])
     # A snapshot shows where a run stands, not what it passed through: each is polled.
     assert host.polled == ["trigger_run:run_a", "trigger_run:run_a"]
     assert (realtime.changes, host.applied) == (2, [])
@@ -154,13 +155,12 @@ async def test_a_live_row_of_a_covered_run_is_applied_or_polled_by_what_it_can_t
     realtime = feed(host, Clock())
     rt = watching_run_a(host)
     realtime.covered.add(rt.key)
-    followed = list(realtime.followed())
     waiting = {**SAME, "status": "WAITING_TO_RESUME", "updatedAt": "2026-12-02 07:00:09.5"}
-    await realtime._changed([waiting], followed, [("EXECUTING", "WAITING_TO_RESUME")])
+    await realtime._changed([waiting], [("EXECUTING", "WAITING_TO_RESUME")])
     assert (host.applied, host.polled) == ([("trigger_run:run_a", "WAITING")], [])
     # A batch that passed through a retry, but no new attempt began: the same attempt.
     retried = ("EXECUTING", "RETRYING_AFTER_FAILURE", "WAITING_TO_RESUME")
-    await realtime._changed([{**waiting, "updatedAt": "2026-12-02 07:00:10"}], followed, [retried])
+    await realtime._changed([{**waiting, "updatedAt": "2026-12-02 07:00:10"}], [retried])
     failed = {
         **SAME,
         "status": "COMPLETED_WITH_ERRORS",
@@ -168,12 +168,12 @@ async def test_a_live_row_of_a_covered_run_is_applied_or_polled_by_what_it_can_t
         "completedAt": "2026-12-02 07:00:19",
         "error": {"type": "BUILT_IN_ERROR", "name": "Error", "message": "x", "stackTrace": ""},
     }
-    await realtime._changed([failed], followed, [("WAITING_TO_RESUME", "COMPLETED_WITH_ERRORS")])
+    await realtime._changed([failed], [("WAITING_TO_RESUME", "COMPLETED_WITH_ERRORS")])
     assert host.polled == []  # the rows told it all: no /api read
     assert host.applied[1:] == [("trigger_run:run_a", "WAITING"), ("trigger_run:run_a", "FAILED")]
     # An error the API words otherwise is read from it.
     odd = {**failed, "error": {"type": "INTERNAL_ERROR", "code": "TASK_RUN_CRASHED"}}
-    await realtime._changed([odd], followed, [("EXECUTING", "COMPLETED_WITH_ERRORS")])
+    await realtime._changed([odd], [("EXECUTING", "COMPLETED_WITH_ERRORS")])
     assert host.polled == ["trigger_run:run_a"]
     assert (realtime.applied, realtime.changes) == (3, 1)
 
@@ -186,7 +186,7 @@ async def test_a_snapshot_row_is_the_first_poll_of_a_run_not_seen_yet() -> None:
     realtime.added(rt)
     assert host.deferred == [("trigger_run:run_a", FIRST_SNAPSHOT_WAIT)]
     assert realtime.awaiting == 1
-    await realtime._changed([SAME], list(realtime.followed()))
+    await realtime._changed([SAME])
     assert host.applied == [("trigger_run:run_a", "EXECUTING")]
     assert (realtime.baselines, host.polled) == (1, [])
     realtime.covered.add(rt.key)
@@ -203,3 +203,25 @@ def test_runs_the_first_snapshot_did_not_hold_are_polled_then() -> None:
     assert host.polled == ["trigger_run:run_a"]
     realtime.added(host.registry["trigger_run:run_a"])  # after the first snapshot: at once
     assert len(host.deferred) == 1
+
+
+def test_the_followed_runs_track_the_registry_without_a_walk_per_response() -> None:
+    host = Host(WATCHES)
+    realtime = feed(host, Clock())
+    assert [rt.key for rt in realtime.followed()] == ["trigger_run:run_a"]
+    rt = host.registry["trigger_run:run_a"]
+    rt.finished_at = 1.0  # finished: no longer followed, without a registry change
+    assert realtime.followed() == []
+    rt.finished_at = None
+    ref = parse_config("watches: [{type: trigger_run, id: run_b}]").watches[0].ref()
+    policy = SchedulePolicy(1.0, 10.0)
+    host.registry[ref.key] = WatchRuntime(
+        ref.key, ref, Kind.RUN, ref.id, policy, new_watch_state(policy, announce=False)
+    )
+    host.configs[ref.key] = parse_config("watches: [{type: trigger_run, id: run_b}]").watches[0]
+    assert len(realtime.followed()) == 1  # the registry did not say it changed
+    host.revision += 1
+    assert sorted(rt.key for rt in realtime.followed()) == [
+        "trigger_run:run_a",
+        "trigger_run:run_b",
+    ]

@@ -181,7 +181,7 @@ class RealtimeFeed(FeedRows):
                     await anyio.sleep(seconds)
                     pending += self._advance(Wake())
                 case StretchPolls():  # pragma: no cover - the session performs Delivering's
-                    self._cover(list(self.followed()))
+                    self._cover(self.followed())
                 case FallBack(problem=problem, wait=wait):
                     self.fallbacks += 1
                     self._uncover_all(poll=True)
@@ -270,7 +270,7 @@ class RealtimeFeed(FeedRows):
         except SourceError as exc:
             self._first_snapshot_done()
             return self._advance(Refused(self.clock.now(), exc.problem))
-        followed = list(self.followed())
+        followed = self.followed()
         for action in self._advance(Delivering()):
             assert isinstance(action, StretchPolls), action
             self._cover(followed, check=False)  # checked below, every one of them
@@ -278,7 +278,7 @@ class RealtimeFeed(FeedRows):
         # its watch has not seen takes its row as its first poll; one whose row differs
         # from what its watch last saw is polled now. After covering: covering moves a
         # run's next poll to the cross-check.
-        await self._changed(self.fold.rows.values(), followed)
+        await self._changed(self.fold.rows.values())
         self._first_snapshot_done()
         self._snapshot_read.set()  # the runs it baselined get their versions listed
         self.extra.reset_budget()
@@ -286,12 +286,12 @@ class RealtimeFeed(FeedRows):
         log.info("realtime feed connected", runs=len(self.fold.rows), covered=len(self.covered))
         try:
             while self.clock.now() - started < self.config.realtime_rotate:
-                followed = list(self.followed())
+                followed = self.followed()
                 if not self.wanted(followed):
                     return self._advance(Stop(self.clock.now()))
                 # Live once synced; after a reset (409) the snapshot is read again first.
                 rows = await self._read(live=self.fold.synced, window=window)
-                await self._changed(rows, followed, self.fold.trails)
+                await self._changed(rows, self.fold.trails)
                 self._cover(followed)
                 if self.clock.now() - self._saved_at >= SAVE_EVERY:
                     await self._keep()

@@ -28,6 +28,11 @@ class RealtimeHost(Protocol):
         """The configs of the watches, by key."""
         ...
 
+    @property
+    def revision(self) -> int:
+        """Changes whenever a watch is added, removed or reconfigured."""
+        ...
+
     def poll_soon(self, rt: WatchRuntime) -> None:
         """Poll ``rt`` now."""
         ...

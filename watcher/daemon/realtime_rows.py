@@ -53,6 +53,7 @@ class FeedRows:
     _wanted: anyio.Event
     _followed_ids: set[str]
     _early: dict[str, float]
+    _followed_cache: tuple[int, list[WatchRuntime], dict[str, list[WatchRuntime]]] | None = None
     _deferred: set[str]
     _first_snapshot: bool
 
@@ -64,17 +65,26 @@ class FeedRows:
             return config.mode
         return "poll"
 
-    def followed(self) -> Iterable[WatchRuntime]:
+    def followed(self) -> list[WatchRuntime]:
         """The Trigger.dev runs in ``mode: auto`` still watched and not finished."""
-        for rt in list(self.host.registry.values()):
-            if (
-                rt.kind is Kind.RUN
-                and rt.source is Source.TRIGGER
-                and not rt.removed
-                and rt.finished_at is None
-                and self._mode(rt) == "auto"
-            ):
-                yield rt
+        return [rt for rt in self._followable()[0] if not rt.removed and rt.finished_at is None]
+
+    def _followable(self) -> tuple[list[WatchRuntime], dict[str, list[WatchRuntime]]]:
+        """The runs in ``mode: auto``, finished or not, and the same by run id: rebuilt only
+        when the registry changes, as every live response (many a second in a storm)
+        asks for them."""
+        cache = self._followed_cache
+        if cache is None or cache[0] != self.host.revision:
+            runs = [
+                rt
+                for rt in self.host.registry.values()
+                if rt.kind is Kind.RUN and rt.source is Source.TRIGGER and self._mode(rt) == "auto"
+            ]
+            by_run: dict[str, list[WatchRuntime]] = {}
+            for rt in runs:
+                by_run.setdefault(rt.subject_id, []).append(rt)
+            cache = self._followed_cache = (self.host.revision, runs, by_run)
+        return cache[1], cache[2]
 
     def wanted(self, followed: Sequence[WatchRuntime] | None = None) -> bool:
         """Whether anything needs the feed: a followed run, or a discovery in ``auto`` mode."""
@@ -186,14 +196,14 @@ class FeedRows:
 
     async def shape_synced(self, reader: ShapeReader) -> None:
         """An extra shape's snapshot: cover what it holds, and read its rows as a snapshot."""
-        followed = list(self.followed())
+        followed = self.followed()
         self._cover(followed, check=False)
-        await self._changed(reader.fold.rows.values(), followed)
+        await self._changed(reader.fold.rows.values())
 
     async def shape_rows(self, reader: ShapeReader, rows: tuple[Mapping[str, Any], ...]) -> None:
         """Rows that changed in an extra shape: read as the environment's are."""
-        followed = list(self.followed())
-        await self._changed(rows, followed, reader.fold.trails)
+        followed = self.followed()
+        await self._changed(rows, reader.fold.trails)
         self._cover(followed)
         if reader.spec.kind == "run" and not any(
             rt.subject_id == reader.spec.key for rt in self.followed()
@@ -236,7 +246,6 @@ class FeedRows:
     async def _changed(
         self,
         rows: Iterable[Mapping[str, Any]],
-        followed: Sequence[WatchRuntime],
         trails: Sequence[Sequence[object]] | None = None,
     ) -> None:
         """Act on the rows that changed (``core/pushed.py``): apply each followed run's
@@ -246,9 +255,7 @@ class FeedRows:
         that stand as last seen, and polls the ones that moved."""
         if not rows:
             return
-        by_run: dict[str, list[WatchRuntime]] = {}
-        for rt in followed:
-            by_run.setdefault(rt.subject_id, []).append(rt)
+        by_run = self._followable()[1]
         for index, row in enumerate(rows):
             run = run_of_row(row)
             if run is None:
@@ -261,6 +268,8 @@ class FeedRows:
             if trails is not None and index < len(trails):
                 trail = trails[index]
             for rt in runtimes:
+                if rt.removed or rt.finished_at is not None:
+                    continue
                 fresh = known_snapshot(rt) is None
                 verdict = row_verdict(
                     rt, run, trail if rt.key in self.covered else (), self.environment

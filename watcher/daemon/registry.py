@@ -85,6 +85,8 @@ class WatchRegistry:
         self.clients = clients
         self.registry: dict[str, WatchRuntime] = {}
         self.configs: dict[str, WatchConfig] = {}
+        self.revision = 0
+        """Counts additions, removals and config changes (what caches of the registry key on)."""
         self.announced = Announced()
         """Shared changes already published: a run covered by several watches is one event."""
         self._discovery_keys: tuple[str, ...] | None = None
@@ -185,6 +187,7 @@ class WatchRegistry:
         )
         self.registry[rt.key] = rt
         self.configs[rt.key] = watch
+        self.revision += 1
         self._discovery_keys = None
         self._unpolled.add(rt.key)
         self.schedulers[rt.source].schedule(rt, 0.0)
@@ -198,6 +201,7 @@ class WatchRegistry:
         if rt is None:
             return []
         rt.removed = True
+        self.revision += 1
         self.configs.pop(key, None)
         self._discovery_keys = None
         if self.streams is not None:
@@ -216,6 +220,7 @@ class WatchRegistry:
         if rt is None:
             return
         self.configs[rt.key] = watch
+        self.revision += 1
         rt.ref = watch.ref()
         rt.policy = self._policy(watch)
         if self.streams is not None and not may_stream(watch):
