@@ -44,6 +44,7 @@ from bench.common import (
     watcher_config,
 )
 from bench.latency import ROUTES, notifier_for
+from watcher.sources.trigger_realtime import ELECTRIC_VERSION
 
 WATCHES = 2000
 CHANGING = 20
@@ -81,7 +82,10 @@ async def bare_snapshot(sim: Simulator) -> float:
     """Seconds a bare client takes to read the environment shape's snapshot."""
     started = time.monotonic()
     params: dict[str, str] = {"offset": "-1", "log": "full", "createdAt": "1d"}
-    headers = {"authorization": f"Bearer {TRIGGER_KEY}"}
+    headers = {
+        "authorization": f"Bearer {TRIGGER_KEY}",
+        "x-trigger-electric-version": ELECTRIC_VERSION,
+    }
     async with httpx.AsyncClient(timeout=120) as client:
         while True:
             response = await client.get(
@@ -106,8 +110,9 @@ async def _churn(sim: Simulator, run_id: str, rng: random.Random, entered: list[
         await anyio.sleep(rng.uniform(4, 6) if shown else 0.2)
 
 
-def match(entered: list[Any], received: list[Any]) -> tuple[list[float], int]:
-    """Latencies of the notifications matched to an entry, and how many repeated one.
+def match(entered: list[Any], received: list[Any], *, since: float) -> tuple[list[float], int]:
+    """Latencies of the notifications matched to an entry made after ``since``, and how
+    many repeated one.
 
     Each event (``run.status_changed`` or ``run.retrying``) is matched to the latest
     entry of its run into its ``to_status`` before it arrived; a second event for the
@@ -125,6 +130,8 @@ def match(entered: list[Any], received: list[Any]) -> tuple[list[float], int]:
             key = (event["subject_id"], event["to_status"])
             before = [t for t in history.get(key, []) if t <= message.at]
             if not before:
+                continue
+            if before[-1] < since:
                 continue
             if (*key, before[-1]) in used:
                 repeats += 1
@@ -148,15 +155,18 @@ async def steady_once(mode: str, steady: float, seed: int) -> dict[str, Any]:
         sim0 = proc_stats(sim.process.pid)
         spawned = time.monotonic()
         async with daemon(config, wait_ready=False) as proc:
-            await proc.wait_ready(900)
-            ready = time.monotonic() - spawned
-            await anyio.sleep(5)  # the extra shapes (if any) settle
-            before = (await sim.stats())["requests"]
-            cpu0, sim1 = proc.stats(), proc_stats(sim.process.pid)
-            started = time.monotonic()
+            # The changing runs change from the start (as in bench/budget.py): in poll mode
+            # they are then polled at their active pace, not backed off to max_interval.
             async with anyio.create_task_group() as tg:
                 for run_id in changing:
                     tg.start_soon(_churn, sim, run_id, rng, entered)
+                await proc.wait_ready(900)
+                ready = time.monotonic() - spawned
+                sim_ready = proc_stats(sim.process.pid)
+                await anyio.sleep(5)  # the extra shapes (if any) settle
+                before = (await sim.stats())["requests"]
+                cpu0, sim1 = proc.stats(), proc_stats(sim.process.pid)
+                started = time.monotonic()
                 await anyio.sleep(steady)
                 tg.cancel_scope.cancel()
             await anyio.sleep(5)
@@ -164,18 +174,19 @@ async def steady_once(mode: str, steady: float, seed: int) -> dict[str, Any]:
             after = (await sim.stats())["requests"]
             cpu1, sim2 = proc.stats(), proc_stats(sim.process.pid)
             metrics = await proc.metrics()
+    timed = [e for e in entered if started <= e[2] <= end - 5]
     api = sum(after.get(k, 0) - before.get(k, 0) for k in API)
     span = end - started
-    latencies, repeats = match(entered, hook.received)
+    latencies, repeats = match(timed, hook.received, since=started)
     return {
         "ready_s": ready,
-        "ready_sim_cpu_share": (sim1.cpu - sim0.cpu) / ready,
+        "ready_sim_cpu_share": (sim_ready.cpu - sim0.cpu) / ready,
         "bare_snapshot_s": bare,
-        "transitions": len(entered),
+        "transitions": len(timed),
         "detected": len(latencies),
         "repeats": repeats,
         "api_requests": api,
-        "api_per_transition": api / max(len(entered), 1),
+        "api_per_transition": api / max(len(timed), 1),
         "latency_p50": percentile(latencies, 50),
         "latency_p99": percentile(latencies, 99),
         "latency_max": max(latencies, default=float("nan")),
@@ -252,7 +263,8 @@ async def start_once(runs: int) -> dict[str, Any]:
             await proc.wait_ready(900)
             ready = time.monotonic() - spawned
             sim1 = proc_stats(sim.process.pid)
-            api = sum((await sim.stats())["requests"].get(k, 0) for k in API)
+            served = (await sim.stats())["requests"]
+            api = sum(served.get(k, 0) for k in API)
             peak = proc.stats().peak_rss
     return {
         "watches": runs,

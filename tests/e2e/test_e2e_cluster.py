@@ -22,6 +22,7 @@ from anyio.abc import Process, TaskGroup
 from cli_harness import CLI, clean_env, free_port, simulator_and_receiver
 from redis_server import RedisServer, running_redis
 
+from watcher.core.sharding import rendezvous
 from watcher.simulator.receiver import WebhookReceiver
 from watcher.simulator.world import World
 
@@ -81,13 +82,15 @@ class Stage:
         self.tg = tg
         self.replicas: dict[str, Replica] = {}
 
-    def config(self, redis_url: str, runs: list[str], **notifications: str) -> Path:
+    def config(
+        self, redis_url: str, runs: list[str], *, realtime: bool = False, **notifications: str
+    ) -> Path:
         path = self.tmp_path / "watcher.yaml"
         path.write_text(
             yaml.safe_dump(
                 {
                     "polling": {"min_interval": "300ms", "max_interval": "1s"},
-                    "sources": {"trigger": {"realtime": False}},
+                    "sources": {"trigger": {"realtime": realtime}},
                     "notifications": {
                         "group_wait": "0s",
                         "group_interval": "200ms",
@@ -302,6 +305,43 @@ async def test_three_replicas_one_copy_takeover_redis_outage_and_rejoin(
     assert set(counts) >= everything
     # Duplicates come only from the Redis outage (both survivors watched everything).
     assert sum(n - 1 for key, n in counts.items() if key not in down) <= len(storm)
+
+
+async def test_a_takeover_of_runs_the_feed_holds_reads_their_rows_not_the_api(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    # Two replicas on the realtime feed: each feed holds every run. When one is killed,
+    # its successor judges the runs it takes over against their rows: the still ones cost
+    # nothing; the one that failed while nobody owned it is read once, announced once.
+    world = World()
+    runs = [f"run_f{i:02d}" for i in range(24)]
+    for run_id in runs:
+        world.add_trigger_run(run_id, "job", "EXECUTING")
+    theirs = [r for r in runs if rendezvous(f"trigger_run:{r}", ["r0", "r1"]) == "r0"]
+    async with stage(tmp_path, world) as st:
+        config = st.config(redis.url, runs, realtime=True)
+        for name in ("r0", "r1"):
+            await st.start(name, config)
+        await st.settled_ownership(["r0", "r1"], len(runs))
+        reads = world.requests.get("trigger.run", 0)
+        victim = st.replicas["r0"]
+        victim.proc.kill()
+        await victim.proc.wait()
+        world.set_trigger_run(theirs[0], "FAILED", "while its replica was dead")
+        await st.settled_ownership(["r1"], len(runs))
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered({(theirs[0], "FAILED")}))
+        world.set_trigger_run(theirs[1], "COMPLETED")  # after: from its row alone
+        with anyio.fail_after(30):
+            await st.receiver.wait_until(st.delivered({(theirs[1], "COMPLETED")}))
+        taken_reads = world.requests.get("trigger.run", 0) - reads
+        failed = [e for e in st.receiver.events() if e["to_status"] == "FAILED"]
+
+    assert len(theirs) >= 3, theirs  # the hash gave the victim a share
+    assert taken_reads == 1, taken_reads  # the run that moved; none per run taken over
+    assert [e["subject_id"] for e in failed] == [theirs[0]]
+    assert failed[0]["details"]["error"] == "while its replica was dead"
+    assert st.counts()[(theirs[1], "COMPLETED")] == 1
 
 
 async def test_a_paused_replica_wakes_up_and_sends_nothing_stale(

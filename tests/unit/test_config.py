@@ -18,7 +18,7 @@ def problems(text: str) -> list[str]:
 
 def test_example_config_is_valid() -> None:
     config = load_config(ROOT / "config" / "example.yaml")
-    assert len(config.watches) == 4
+    assert len(config.watches) == 5
     assert config.polling.min_interval == 2.0
     assert config.polling.max_interval == 300.0
     assert config.routes is not None

@@ -5,21 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from watcher.config.base import PositiveDuration, Strict, UpstreamId
+from watcher.config.base import Duration, PositiveDuration, Strict, UpstreamId
+from watcher.core.absence import Expectation, fire_times, schedule_error
+from watcher.core.deadlines import RunDeadlines
 from watcher.core.events import WatchRef, WatchType, freeze
 from watcher.core.statuses import (
     TRIGGER_CURRENT_API_VERSION,
     TRIGGER_STATUSES,
+    Severity,
     TriggerApiVersion,
     trigger_statuses,
 )
 from watcher.sources.trigger import ListFilter
 
 __all__ = [
+    "Deadlines",
+    "Expect",
     "ParallelTaskGroupWatch",
     "ParallelTaskRunWatch",
     "TriggerRunWatch",
@@ -68,9 +75,23 @@ class ParallelTaskGroupWatch(_SingleWatch):
     it falls back; ``poll``: never stream."""
 
 
+class Deadlines(Strict):
+    """``deadlines``: how long a run may wait in a queue, run, and live in all
+    (``core/deadlines.py``); each missed one is a ``run.deadline_missed``, once."""
+
+    queued: PositiveDuration | None = None
+    running: PositiveDuration | None = None
+    total: PositiveDuration | None = None
+
+    def limits(self) -> RunDeadlines:
+        """The limits as the core takes them."""
+        return RunDeadlines(self.queued, self.running, self.total)
+
+
 class _RunWatch(_SingleWatch):
     stuck_after: PositiveDuration | None = None
     """Notify (``run.stuck``) when the run stays in one non-terminal status this long."""
+    deadlines: Deadlines | None = None
 
 
 class ParallelTaskRunWatch(_RunWatch):
@@ -192,6 +213,64 @@ class TriggerRunsFilter(Strict):
             )
 
 
+class Expect(Strict):
+    """``expect``: a run the watch's filter should see reach ``status`` every period, or
+    on a cron schedule (``core/absence.py``); when none does, ``runs.absent``."""
+
+    every: PositiveDuration | None = None
+    schedule: str | None = None
+    """A cron expression (five fields), in ``timezone``."""
+    timezone: str = "UTC"
+    grace: Duration = 300.0
+    status: str = "COMPLETED"
+    started_within: PositiveDuration | None = None
+    """With ``schedule``: the run must also be created this soon after the fire time."""
+    severity: Literal["failure", "warning", "info"] = "failure"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Expect:
+        if (self.every is None) == (self.schedule is None):
+            raise ValueError("give one of expect.every (a period) or expect.schedule (cron)")
+        if self.status not in TRIGGER_STATUSES:
+            raise ValueError(
+                f"expect.status {self.status!r} is not a Trigger.dev status; "
+                f"known: {', '.join(sorted(TRIGGER_STATUSES))}"
+            )
+        if self.every is not None:
+            if self.started_within is not None:
+                raise ValueError("expect.started_within applies to expect.schedule only")
+            if self.grace >= self.every:
+                raise ValueError(
+                    f"expect.grace ({self.grace:g}s) must be shorter than expect.every "
+                    f"({self.every:g}s)"
+                )
+            return self
+        assert self.schedule is not None
+        problem = schedule_error(self.schedule, self.timezone)
+        if problem is not None:
+            raise ValueError(f"expect: {problem}")
+        fires = fire_times(self.schedule, self.timezone, datetime(2026, 1, 1, tzinfo=UTC), 50)
+        gap = min((b - a).total_seconds() for a, b in pairwise(fires))
+        if self.grace >= gap:
+            raise ValueError(
+                f"expect.grace ({self.grace:g}s) must be shorter than the time between two "
+                f"runs of {self.schedule!r} (as little as {gap:g}s)"
+            )
+        return self
+
+    def expectation(self) -> Expectation:
+        """The expectation as the core takes it."""
+        return Expectation(
+            status=self.status,
+            grace=self.grace,
+            every=self.every,
+            schedule=self.schedule,
+            timezone=self.timezone,
+            started_within=self.started_within,
+            severity=Severity(self.severity),
+        )
+
+
 class TriggerRunsWatch(_WatchBase):
     """Every Trigger.dev run matching a filter, discovered by listing."""
 
@@ -206,6 +285,9 @@ class TriggerRunsWatch(_WatchBase):
     page_size: int = Field(default=100, ge=1, le=100)
     discovery_interval: PositiveDuration | None = None
     stuck_after: PositiveDuration | None = None
+    deadlines: Deadlines | None = None
+    """Deadlines of every run it follows."""
+    expect: Expect | None = None
 
     @property
     def watch_id(self) -> str:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from watcher.core.absence import AbsenceState, LastMatch
 from watcher.core.events import freeze
 from watcher.core.health import HealthState, Problem, ProblemKind
 from watcher.core.schedule import SchedulePolicy, initial_state
@@ -58,6 +59,7 @@ def _snapshot_to_dict(snapshot: RunSnapshot | GroupSnapshot | None) -> dict[str,
             "error_stack": snapshot.error_stack,
             "started_at": snapshot.started_at,
             "finished_at": snapshot.finished_at,
+            "created_at": snapshot.created_at,
         }
     return {
         "type": "group",
@@ -91,6 +93,7 @@ def _snapshot_from_dict(data: dict[str, Any] | None) -> RunSnapshot | GroupSnaps
             error_stack=data.get("error_stack"),
             started_at=data.get("started_at"),
             finished_at=data.get("finished_at"),
+            created_at=data.get("created_at"),
         )
     if data["type"] == "group":
         return GroupSnapshot(
@@ -154,6 +157,8 @@ def watch_state_to_dict(state: WatchState) -> dict[str, Any]:
         "done": state.done,
         "status_since": state.status_since.isoformat() if state.status_since else None,
         "stuck_reported": state.stuck_reported,
+        "queued_since": state.queued_since.isoformat() if state.queued_since else None,
+        "deadlines_reported": sorted(state.deadlines_reported),
     }
 
 
@@ -176,6 +181,7 @@ def watch_state_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> Watch
     """A state read back from :func:`watch_state_to_dict`, scheduled to poll at once."""
     with _reading(data, "watch"):
         since = data.get("status_since")
+        queued = data.get("queued_since")
         return WatchState(
             schedule=initial_state(policy),
             snapshot=_snapshot_from_dict(data.get("snapshot")),
@@ -186,6 +192,8 @@ def watch_state_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> Watch
             done=bool(data.get("done", False)),
             status_since=datetime.fromisoformat(since) if since else None,
             stuck_reported=bool(data.get("stuck_reported", False)),
+            queued_since=datetime.fromisoformat(queued) if queued else None,
+            deadlines_reported=frozenset(str(t) for t in data.get("deadlines_reported") or ()),
         )
 
 
@@ -197,7 +205,45 @@ def discovery_to_dict(state: DiscoveryState) -> dict[str, Any]:
         "health": _health_to_dict(state.health),
         "seen": sorted(state.seen),
         "baseline_done": state.baseline_done,
+        "absence": _absence_to_dict(state.absence),
     }
+
+
+def _absence_to_dict(absence: AbsenceState | None) -> dict[str, Any] | None:
+    if absence is None:
+        return None
+    last = absence.last
+    return {
+        "since": absence.since.isoformat(),
+        "reported": absence.reported.isoformat() if absence.reported else None,
+        "last": None
+        if last is None
+        else {
+            "run_id": last.run_id,
+            "status": last.status,
+            "created_at": last.created_at.isoformat(),
+            "finished_at": last.finished_at,
+        },
+    }
+
+
+def _absence_from_dict(data: dict[str, Any] | None) -> AbsenceState | None:
+    if not data:
+        return None
+    last = data.get("last")
+    reported = data.get("reported")
+    return AbsenceState(
+        since=datetime.fromisoformat(data["since"]),
+        reported=datetime.fromisoformat(reported) if reported else None,
+        last=None
+        if not last
+        else LastMatch(
+            str(last["run_id"]),
+            str(last["status"]),
+            datetime.fromisoformat(last["created_at"]),
+            last.get("finished_at"),
+        ),
+    )
 
 
 def discovery_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> DiscoveryState:
@@ -208,4 +254,5 @@ def discovery_from_dict(data: dict[str, Any], policy: SchedulePolicy) -> Discove
             health=_health_from_dict(data.get("health") or {}),
             seen=frozenset(str(x) for x in data.get("seen") or ()),
             baseline_done=bool(data.get("baseline_done", False)),
+            absence=_absence_from_dict(data.get("absence")),
         )

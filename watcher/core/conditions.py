@@ -8,6 +8,11 @@ condition           opened by                        closed by
 watch.problem       ``watch.error``                  ``watch.recovered``
 run.action_required a run entering ``action_required`` the run's next status change
 run.stuck           ``run.stuck``                    the run's next status change
+run.deadline_missed ``run.deadline_missed``          ``queued``: the run leaving the
+                                                     queue; ``running``, ``total``: the
+                                                     run finishing (with its outcome)
+runs.absent         ``runs.absent``                  a run of the watch reaching the
+                                                     expected status
 group.failing       ``group.runs_failed`` (or an     ``group.finished``
                     unnamed failure in the counts)
 ==================  ===============================  ==============================
@@ -25,8 +30,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from watcher.core.deadlines import is_queued
 from watcher.core.events import Event, EventKind, freeze, make_event_id
-from watcher.core.statuses import ParallelStatus, Severity
+from watcher.core.statuses import ParallelStatus, Severity, classify
 
 __all__ = [
     "Ack",
@@ -50,6 +56,8 @@ class ConditionKind(StrEnum):
     WATCH_PROBLEM = "watch.problem"
     ACTION_REQUIRED = "run.action_required"
     RUN_STUCK = "run.stuck"
+    RUN_DEADLINE = "run.deadline_missed"
+    RUNS_ABSENT = "runs.absent"
     GROUP_FAILING = "group.failing"
 
     @property
@@ -138,6 +146,12 @@ def _opens(event: Event) -> tuple[str, ConditionKind] | None:
             return f"{watch}#{event.subject_id}#action_required", ConditionKind.ACTION_REQUIRED
         case EventKind.RUN_STUCK:
             return f"{watch}#{event.subject_id}#stuck", ConditionKind.RUN_STUCK
+        case EventKind.RUNS_ABSENT:
+            status = event.details.get("expected_status")
+            return f"{watch}#absent:{status}", ConditionKind.RUNS_ABSENT
+        case EventKind.RUN_DEADLINE_MISSED:
+            deadline = event.details.get("deadline")
+            return f"{watch}#{event.subject_id}#deadline:{deadline}", ConditionKind.RUN_DEADLINE
         case EventKind.GROUP_RUNS_FAILED:
             group = str(event.details.get("group_id", event.watch.id))
             return f"{watch}#{group}#failing", ConditionKind.GROUP_FAILING
@@ -157,10 +171,18 @@ def _closes(event: Event) -> list[str]:
             # A shared change closes what it opened under each watch that covers the run.
             watches = [watch, *(str(w["key"]) for w in event.details.get("watches", ()))]
             keys = []
+            finished = classify(event.source, event.to_status).terminal
             for key in dict.fromkeys(watches):
                 keys.append(f"{key}#{event.subject_id}#stuck")
                 if event.to_status != ParallelStatus.ACTION_REQUIRED:
                     keys.append(f"{key}#{event.subject_id}#action_required")
+                if not is_queued(event.to_status):
+                    keys.append(f"{key}#{event.subject_id}#deadline:queued")
+                if finished:
+                    keys.append(f"{key}#{event.subject_id}#deadline:running")
+                    keys.append(f"{key}#{event.subject_id}#deadline:total")
+                # The run an expectation waited for (a trigger_runs watch's own run).
+                keys.append(f"{key}#absent:{event.to_status}")
             return keys
         case EventKind.GROUP_FINISHED:
             return [f"{watch}#{event.subject_id}#failing"]

@@ -59,6 +59,8 @@ class EventKind(StrEnum):
     WATCH_ERROR = "watch.error"
     WATCH_RECOVERED = "watch.recovered"
     RUN_STUCK = "run.stuck"
+    RUN_DEADLINE_MISSED = "run.deadline_missed"
+    RUNS_ABSENT = "runs.absent"
     CONDITION_REMINDER = "condition.reminder"
     CONDITION_RESOLVED = "condition.resolved"
     INCIDENT_ACKNOWLEDGED = "incident.acknowledged"

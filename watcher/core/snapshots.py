@@ -37,6 +37,7 @@ class RunSnapshot:
     error_stack: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    created_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

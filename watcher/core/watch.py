@@ -12,9 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from watcher.core.diff import diff_group, diff_run, group_state, link, retry_attempt
+from watcher.core.absence import AbsenceState
+from watcher.core.deadlines import RunDeadlines, queued_clock
+from watcher.core.diff import diff_group, diff_run, group_state, retry_attempt
 from watcher.core.events import Event, EventKind, WatchRef, freeze, make_event_id
 from watcher.core.health import HealthState, Problem, ProblemKind, on_failure, on_success
+from watcher.core.run_timers import run_timers
 from watcher.core.schedule import (
     Changed,
     Failed,
@@ -43,6 +46,7 @@ __all__ = [
     "step_failure",
     "step_group",
     "step_run",
+    "tick_run",
 ]
 
 
@@ -58,6 +62,7 @@ class StepContext:
     url_template: str | None = None
     run_url_template: str | None = None
     stuck_after: float | None = None
+    deadlines: RunDeadlines | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,10 @@ class WatchState:
     done: bool = False
     status_since: datetime | None = None
     stuck_reported: bool = False
+    queued_since: datetime | None = None
+    """When the run's time in a queue began (``core/deadlines.py``); ``None`` if not queued."""
+    deadlines_reported: frozenset[str] = frozenset()
+    """The deadlines reported for the clocks still running (``Missed.token``)."""
 
 
 def new_watch_state(
@@ -95,6 +104,9 @@ class Step:
     state: WatchState
     events: tuple[Event, ...]
     delay: float | None
+    check_in: float | None = None
+    """Seconds until the clock alone raises something (stuck, a deadline): a run whose
+    polls are far apart is looked at then without a request (:func:`tick_run`)."""
 
 
 def _recovered(ctx: StepContext, health: HealthState, cleared: ProblemKind | None) -> list[Event]:
@@ -146,32 +158,6 @@ def _entered_at(snapshot: RunSnapshot, observed_at: datetime) -> datetime:
     return observed_at
 
 
-def _stuck_event(ctx: StepContext, run: RunSnapshot, since: datetime) -> Event:
-    stuck_for = (ctx.observed_at - since).total_seconds()
-    return Event(
-        event_id=make_event_id(
-            ctx.watch.key, run.run_id, EventKind.RUN_STUCK, run.status, since.isoformat()
-        ),
-        kind=EventKind.RUN_STUCK,
-        severity=Severity.WARNING,
-        source=run.source,
-        watch=ctx.watch,
-        subject_id=run.run_id,
-        from_status=run.status,
-        to_status=run.status,
-        observed_at=ctx.observed_at,
-        details=freeze(
-            {
-                "since": since.isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "stuck_seconds": round(stuck_for, 3),
-                "stuck_after_seconds": ctx.stuck_after,
-                **({"task": run.task} if run.task else {}),
-            }
-        ),
-        url=link(ctx.url_template, run.run_id),
-    )
-
-
 def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step:
     """Apply one successful poll of a single run."""
     health, cleared = on_success(state.health)
@@ -199,15 +185,25 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
     elif changed:
         since, stuck_reported = ctx.observed_at, False
     wake = _wake_hint(snapshot, ctx.observed_at)
-    check_by: float | None = None
-    if ctx.stuck_after is not None and not terminal and not stuck_reported:
-        left = since.timestamp() + ctx.stuck_after - ctx.observed_at.timestamp()
-        if left <= 0:
-            events.append(_stuck_event(ctx, snapshot, since))
-            stuck_reported = True
-        else:
-            # Look again when it would count as stuck, not a max_interval later.
-            check_by = left
+    queued_since = queued_clock(
+        snapshot, previous, state.queued_since, ctx.observed_at if changed else since
+    )
+    timers = run_timers(
+        ctx.watch,
+        snapshot,
+        now=ctx.observed_at,
+        since=since,
+        stuck_after=ctx.stuck_after,
+        stuck_reported=stuck_reported,
+        deadlines=ctx.deadlines,
+        queued_since=queued_since,
+        deadlines_reported=state.deadlines_reported,
+        url_template=ctx.url_template,
+    )
+    events += timers.events
+    stuck_reported = timers.stuck_reported
+    # Look again when it would count as stuck or late, not a max_interval later.
+    check_by = timers.check_in
     # A run that moved and came back (EXECUTING -> WAITING -> EXECUTING between two
     # polls) shows the same status but a new ``updated_at``: it is active, keep pace.
     moved = previous is not None and snapshot.updated_at != previous.updated_at
@@ -232,8 +228,37 @@ def step_run(state: WatchState, snapshot: RunSnapshot, ctx: StepContext) -> Step
         done=terminal,
         status_since=since,
         stuck_reported=stuck_reported,
+        queued_since=queued_since,
+        deadlines_reported=timers.deadlines_reported,
     )
-    return Step(new, tuple(events), delay)
+    return Step(new, tuple(events), delay, check_by)
+
+
+def tick_run(state: WatchState, ctx: StepContext) -> Step:
+    """Look at the clock for a run without polling it (the realtime feed reports its
+    changes): ``stuck_after`` and deadlines against the run as last seen. The schedule
+    is left as it stands (``delay`` 0: the caller's backstop)."""
+    run = state.snapshot
+    if not isinstance(run, RunSnapshot) or state.done or state.status_since is None:
+        return Step(state, (), 0.0)
+    timers = run_timers(
+        ctx.watch,
+        run,
+        now=ctx.observed_at,
+        since=state.status_since,
+        stuck_after=ctx.stuck_after,
+        stuck_reported=state.stuck_reported,
+        deadlines=ctx.deadlines,
+        queued_since=state.queued_since,
+        deadlines_reported=state.deadlines_reported,
+        url_template=ctx.url_template,
+    )
+    new = replace(
+        state,
+        stuck_reported=timers.stuck_reported,
+        deadlines_reported=timers.deadlines_reported,
+    )
+    return Step(new, timers.events, 0.0, timers.check_in)
 
 
 def needs_failed_runs(state: WatchState, snapshot: GroupSnapshot) -> bool:
@@ -363,6 +388,8 @@ class DiscoveryState:
     health: HealthState = field(default_factory=HealthState)
     seen: frozenset[str] = frozenset()
     baseline_done: bool = False
+    absence: AbsenceState | None = None
+    """Where its ``expect:`` stands (``core/absence.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +455,8 @@ def describe(state: WatchState) -> str:
 
 
 def _upstream_time(event: Event) -> datetime | None:
-    stamp = event.details.get("updated_at") or event.details.get("modified_at")
+    details = event.details
+    stamp = details.get("updated_at") or details.get("modified_at") or details.get("due_at")
     if not isinstance(stamp, str):
         return None
     try:
@@ -462,5 +490,7 @@ _LATE_KINDS = frozenset(
         EventKind.GROUP_REACTIVATED,
         EventKind.GROUP_RUNS_ADDED,
         EventKind.GROUP_RUNS_FAILED,
+        EventKind.RUN_DEADLINE_MISSED,
+        EventKind.RUNS_ABSENT,
     }
 )

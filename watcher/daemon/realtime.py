@@ -65,6 +65,7 @@ from watcher.daemon.realtime_host import (
 )
 from watcher.daemon.realtime_rows import FeedRows
 from watcher.daemon.realtime_shapes import ExtraShapes
+from watcher.daemon.runtime import WatchRuntime
 from watcher.sources.errors import SourceError
 from watcher.sources.trigger import ListFilter
 from watcher.sources.trigger_realtime import ShapeGone, TriggerRealtime, run_of_row
@@ -132,6 +133,8 @@ class RealtimeFeed(FeedRows):
         self.environment = environment
         self._deferred: set[str] = set()
         """Runs whose first poll waits for the first snapshot (which may make it needless)."""
+        self._taken: dict[str, WatchRuntime] = {}
+        self._taken_ready = anyio.Event()
         self._first_snapshot = True
         self._snapshot_read = anyio.Event()
 
@@ -149,6 +152,7 @@ class RealtimeFeed(FeedRows):
                 if self.lister is not None:
                     tg.start_soon(self._cross_checks)
                 tg.start_soon(self.extra.run)
+                tg.start_soon(self._judge_taken)
                 await self._follow()
         finally:
             self._uncover_all(poll=False)

@@ -56,6 +56,8 @@ class FeedRows:
     _followed_cache: tuple[int, list[WatchRuntime], dict[str, list[WatchRuntime]]] | None = None
     _deferred: set[str]
     _first_snapshot: bool
+    _taken: dict[str, WatchRuntime]
+    _taken_ready: anyio.Event
 
     # -- what it follows ------------------------------------------------------------------
 
@@ -107,6 +109,36 @@ class FeedRows:
                     self._deferred.add(rt.key)
                     self.host.defer(rt, FIRST_SNAPSHOT_WAIT)
             self._wanted.set()
+
+    def take_over(self, keys: Sequence[str]) -> list[str]:
+        """Runs taken over from another replica (a cluster takeover, their state read from
+        Redis): those a shape holds are judged against their rows, as a snapshot judges
+        a restored state (the same counts as seen, a change is read once and announced
+        ``seen_late``), at no ``/api`` cost. Returns the keys the feed cannot judge."""
+        held = self._held()
+        rest = []
+        for key in keys:
+            rt = self.host.registry.get(key)
+            if rt is None or key not in self.covered or rt.subject_id not in held:
+                rest.append(key)
+            else:
+                self._taken[key] = rt
+        if self._taken:
+            self._taken_ready.set()
+        return rest
+
+    async def _judge_taken(self) -> None:
+        """Judge the runs :meth:`take_over` handed over, as they arrive."""
+        while True:
+            await self._taken_ready.wait()
+            self._taken_ready = anyio.Event()
+            taken, self._taken = self._taken, {}
+            held = self._held()
+            rows = [held[rt.subject_id] for rt in taken.values() if rt.subject_id in held]
+            await self._changed(rows)
+            for rt in taken.values():
+                if rt.subject_id not in held:  # its shape went meanwhile
+                    self.host.poll_soon(rt)
 
     @property
     def awaiting(self) -> int:

@@ -67,6 +67,9 @@ class WatchRuntime:
     reading the runs stream, or the events stream): neither names one twice, even when
     a stream replays its history."""
     pushed: bool = False
+    tick_due: bool = False
+    """Its next turn is a look at the clock (stuck, deadlines), not a poll: the feed
+    reports its changes (``core/watch.py`` ``tick_run``)."""
     """An environment's realtime feed holds this run: polls only cross-check it."""
     attempts_ahead: int = 0
     """Attempts the realtime feed saw begin that the watch could not number yet (its

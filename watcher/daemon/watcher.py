@@ -12,6 +12,7 @@ from dataclasses import replace
 import structlog
 
 from watcher.config.model import TriggerRunsWatch
+from watcher.core.absence import AbsenceState, Expectation, check_absence
 from watcher.core.codec import (
     durable_part,
 )
@@ -37,8 +38,10 @@ from watcher.core.watch import (
     step_failure,
     step_group,
     step_run,
+    tick_run,
 )
-from watcher.daemon.registry import Publish, WatchRegistry
+from watcher.daemon.feed_host import BACKSTOP, FeedHost
+from watcher.daemon.registry import Publish
 from watcher.daemon.runtime import Kind, WatchRuntime
 from watcher.daemon.state import WatchWrite
 from watcher.daemon.streams import may_stream
@@ -53,14 +56,11 @@ __all__ = ["Publish", "Watcher"]
 
 log = structlog.get_logger("watcher.poll")
 
-BACKSTOP = 1.5
-"""A covered run's own poll, in ``realtime_cross_check``s: the feed's batched cross-check
-comes first and pushes it back."""
 STREAM_RECHECK = 1.0
 """Seconds before a cross-check poll that disagreed with a group's stream looks again."""
 
 
-class Watcher(WatchRegistry):
+class Watcher(FeedHost):
     """The registry of watches and the pollers that serve them."""
 
     # -- polling --------------------------------------------------------------------------
@@ -84,6 +84,9 @@ class Watcher(WatchRegistry):
             url_template=links.url,
             run_url_template=links.run_url,
             stuck_after=getattr(config, "stuck_after", None),
+            deadlines=deadlines.limits()
+            if (deadlines := getattr(config, "deadlines", None))
+            else None,
         )
 
     async def poll(self, rt: WatchRuntime, ticket: Ticket) -> None:
@@ -94,6 +97,10 @@ class Watcher(WatchRegistry):
             # Another replica's now: dormant until the cluster hands it back (wake).
             self.dormant.add(rt.key)
             self._mark_polled(rt.key)
+            return
+        if rt.tick_due and rt.pushed and isinstance(rt.state, WatchState):
+            rt.tick_due = False
+            await self._apply(rt, tick_run(rt.state, self._context(rt)))
             return
         rt.polls += 1
         rt.last_poll_at = started = self.clock.now()
@@ -195,8 +202,10 @@ class Watcher(WatchRegistry):
 
     async def _apply(self, rt: WatchRuntime, step: Step) -> None:
         if not self.acts_on(rt):
-            # The lease moved while the fetch was out: its new holder reports it.
+            # The lease moved while the fetch was out (or the feed showed another
+            # replica's run): its holder reports it.
             self.dormant.add(rt.key)
+            self._mark_polled(rt.key)
             return
         rt.state = step.state
         events: Sequence[Event] = step.events
@@ -211,19 +220,25 @@ class Watcher(WatchRegistry):
         await self._publish(events, self._write(rt))
         self._seen(rt)
         if not step.state.done:
-            self._schedule(rt, step.delay)
+            self._schedule(rt, step.delay, step.check_in)
         if self.streams is not None and rt.kind is Kind.GROUP:
             self.streams.want(rt)
 
-    def _schedule(self, rt: WatchRuntime, delay: float | None) -> None:
+    def _schedule(
+        self, rt: WatchRuntime, delay: float | None, check_in: float | None = None
+    ) -> None:
         if delay is not None and not rt.removed:
+            rt.tick_due = False
             if rt.streaming and not rt.stream_suspect:
                 # The stream reports changes; polls only cross-check the counts.
                 delay = max(delay, rt.policy.max_interval)
             elif rt.pushed:
                 # The realtime feed reports changes and cross-checks in batches; a run's
-                # own poll is the backstop, if no batch confirms it meanwhile.
+                # own poll is the backstop, if no batch confirms it meanwhile. What only
+                # the clock tells (stuck, a deadline) is looked at when due, unpolled.
                 delay = max(delay, BACKSTOP * self.sources.trigger.realtime_cross_check)
+                if check_in is not None and check_in < delay:
+                    delay, rt.tick_due = check_in, True
             self.schedulers[rt.source].schedule(rt, delay)
 
     # -- group event streams ----------------------------------------------------------------
@@ -248,69 +263,6 @@ class Watcher(WatchRegistry):
         )
         rt.stream_suspect = differs
         return differs
-
-    def poll_soon(self, rt: WatchRuntime) -> None:
-        """Poll ``rt`` now (a stream ended: polling takes over)."""
-        if not rt.removed:
-            self.schedulers[rt.source].schedule(rt, 0.0)
-
-    def cover(self, rt: WatchRuntime, pushed: bool) -> None:
-        """The realtime feed holds ``rt`` now (its polls stretch to the cross-check) or no
-        longer does (polled at once, then at its own pace)."""
-        if rt.removed or rt.pushed == pushed:
-            return
-        rt.pushed = pushed
-        if pushed:
-            self._schedule(rt, 0.0)  # stretched to the backstop
-        else:
-            self.poll_soon(rt)
-
-    def confirm(self, rt: WatchRuntime, listed: RunSnapshot) -> None:
-        """The feed's cross-check found ``rt``'s run as its watch last saw it: the run's own
-        poll waits for a backstop again. A version the watch lacked (a baseline from a
-        row) is taken from the list."""
-        if rt.pushed and not rt.removed:
-            self._schedule(rt, 0.0)
-        state = rt.state
-        if not isinstance(state, WatchState):
-            return
-        known = state.snapshot
-        if isinstance(known, RunSnapshot) and known.version is None and listed.version:
-            rt.state = replace(
-                state,
-                snapshot=replace(
-                    known,
-                    version=listed.version,
-                    environment=known.environment or listed.environment,
-                ),
-            )
-
-    async def apply_pushed(self, rt: WatchRuntime, snapshot: RunSnapshot) -> None:
-        """Apply a run as the realtime feed showed it, as a poll's result would be."""
-        if rt.removed or rt.finished_at is not None:
-            return
-        state = rt.state
-        assert isinstance(state, WatchState)
-        self._fetched(rt)
-        await self._apply(rt, step_run(state, snapshot, self._context(rt)))
-
-    def pending_note(self) -> str:
-        """What the first pass still waits for, in words (``/readyz``)."""
-        feed = self.realtime
-        waiting = f", {feed.awaiting} for the realtime snapshot" if feed and feed.awaiting else ""
-        return f"{self.unpolled} pending{waiting}"
-
-    def saw(self, rt: WatchRuntime) -> None:
-        """The feed's snapshot shows ``rt``'s run as its watch last saw it (a restored
-        state): it counts as seen, as a poll that found nothing new would."""
-        if not rt.removed:
-            self._fetched(rt)
-            self._seen(rt)
-
-    def defer(self, rt: WatchRuntime, seconds: float) -> None:
-        """Poll ``rt`` in ``seconds`` rather than now (the feed's snapshot may see it first)."""
-        if not rt.removed:
-            self.schedulers[rt.source].schedule(rt, seconds)
 
     def stretch_polls(self, rt: WatchRuntime) -> None:
         """A stream delivers for ``rt``: its next poll is a cross-check, ``max_interval`` away."""
@@ -438,6 +390,8 @@ class Watcher(WatchRegistry):
         state = rt.state
         assert isinstance(state, DiscoveryState)
         step = step_discovery(state, Listing(listing.runs, listing.complete), ctx, watched)
+        if watch.expect is not None:
+            step = self._expect(rt, step, watch.expect.expectation(), listing.runs, ctx)
         plan = plan_adoption(
             step, shard=self.shard, following=len(rt.children or ()), max_runs=watch.max_runs
         )
@@ -466,6 +420,31 @@ class Watcher(WatchRegistry):
             )
         ]
         await self._after_discovery(rt, step, events, writes)
+
+    def _expect(
+        self,
+        rt: WatchRuntime,
+        step: DiscoveryStep,
+        expectation: Expectation,
+        runs: Sequence[RunSnapshot],
+        ctx: StepContext,
+    ) -> DiscoveryStep:
+        """Check the watch's ``expect:`` against this listing (``core/absence.py``); the
+        next pass comes by the time the current window closes."""
+        absence = step.state.absence or AbsenceState(since=ctx.observed_at)
+        absence, missing, check_in = check_absence(
+            expectation, absence, runs, ctx.observed_at, watch=rt.ref, url_template=None
+        )
+        if rt.restored:  # a window that closed while the daemon was down
+            missing = mark_late(missing, self.started_at)
+            rt.restored = False
+        delay = check_in if step.delay is None else min(step.delay, check_in)
+        return replace(
+            step,
+            state=replace(step.state, absence=absence),
+            events=(*step.events, *missing),
+            delay=delay,
+        )
 
     async def _after_discovery(
         self,

@@ -263,7 +263,14 @@ class Dispatcher(IncidentPlanner):
     def _related(self, event: Event) -> Condition | None:
         """The open condition of ``event``'s own subject, if any."""
         prefix = f"{event.watch.key}#{event.subject_id}#"
-        for suffix in ("failing", "stuck", "action_required"):
+        for suffix in (
+            "failing",
+            "stuck",
+            "action_required",
+            "deadline:total",
+            "deadline:running",
+            "deadline:queued",
+        ):
             if (found := self.conditions.open.get(prefix + suffix)) is not None:
                 return found
         return None

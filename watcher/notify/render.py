@@ -81,6 +81,8 @@ _CONDITION_LABEL = {
     "watch.problem": "watch problem",
     "run.action_required": "action required",
     "run.stuck": "stuck",
+    "run.deadline_missed": "deadline missed",
+    "runs.absent": "expected run absent",
     "group.failing": "failing runs",
 }
 
@@ -113,6 +115,21 @@ def default_title(event: Event) -> str:
         case EventKind.RUN_STUCK:
             stuck = format_duration(float(d.get("stuck_seconds", 0)))
             return f"[STUCK] {_run_name(event)}: {event.to_status} for {stuck}"
+        case EventKind.RUN_DEADLINE_MISSED:
+            limit = format_duration(float(d.get("limit_seconds", 0)))
+            late = format_duration(float(d.get("elapsed_seconds", 0)))
+            what = {"queued": "queued", "running": "running", "total": "not finished"}.get(
+                str(d.get("deadline")), str(d.get("deadline"))
+            )
+            return (
+                f"[DEADLINE] {_run_name(event)}: {what} for {late} "
+                f"(limit {limit}), now {event.to_status}"
+            )
+        case EventKind.RUNS_ABSENT:
+            return (
+                f"[ABSENT] {name}: no {d.get('expected_status')} run by {d.get('window_end')} "
+                f"({d.get('seen_text')})"
+            )
         case EventKind.CONDITION_REMINDER:
             cause = event.cause or event
             open_for = format_duration(float(d.get("open_seconds", 0)))
@@ -121,7 +138,11 @@ def default_title(event: Event) -> str:
             cause = event.cause or event
             label = _CONDITION_LABEL.get(str(d.get("condition")), str(d.get("condition")))
             took = format_duration(float(d.get("duration_seconds", 0)))
-            who = name if cause.kind is EventKind.WATCH_ERROR else _run_name(cause)
+            who = (
+                name
+                if cause.kind in (EventKind.WATCH_ERROR, EventKind.RUNS_ABSENT)
+                else _run_name(cause)
+            )
             return f"[RESOLVED] {who}: {label} cleared after {took}"
         case EventKind.NOTIFIER_FAILED:
             return f"[NOTIFIER FAILED] {event.subject_id}: {d.get('undeliverable', '?')} notifications undeliverable"

@@ -103,6 +103,7 @@ def run_snapshot(run: TaskRun) -> RunSnapshot:
         error_message=run.error.message if run.error else None,
         task=sys.intern(run.processor) if run.processor else None,
         group_id=run.taskgroup_id,
+        created_at=run.created_at,
     )
 
 

@@ -59,6 +59,7 @@ class RunObject(_Model):
     version: str | None = None
     env: Environment | None = None
     started_at: str | None = Field(default=None, alias="startedAt")
+    created_at: str | None = Field(default=None, alias="createdAt")
     finished_at: str | None = Field(default=None, alias="finishedAt")
 
 
@@ -117,6 +118,7 @@ def snapshot(run: RunObject) -> RunSnapshot:
         error_stack=error.stack_trace[:_MAX_STACK] if error and error.stack_trace else None,
         started_at=run.started_at,
         finished_at=run.finished_at,
+        created_at=run.created_at,
     )
 
 
