@@ -104,7 +104,7 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
         [*CLI, "check-config"], capture_output=True, text=True, env=env, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert "config OK: 4 watches" in proc.stdout
+    assert "config OK: 5 watches" in proc.stdout
     assert "XXXXXXXXX" not in proc.stdout
 
 
