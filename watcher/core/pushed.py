@@ -42,6 +42,7 @@ __all__ = [
     "RETRYING",
     "RunRow",
     "Verdict",
+    "api_time",
     "attempts_started",
     "moved",
     "numbered",
@@ -124,11 +125,11 @@ def _snapshot(
         error_stack=row.error_stack,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        created_at=_api_time(row.created_at) or (known.created_at if known else None),
+        created_at=api_time(row.created_at) or (known.created_at if known else None),
     )
 
 
-def _api_time(moment: datetime | None) -> str | None:
+def api_time(moment: datetime | None) -> str | None:
     """A time as the API writes it (``2026-12-02T07:00:00.120Z``)."""
     if moment is None:
         return None

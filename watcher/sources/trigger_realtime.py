@@ -24,7 +24,7 @@ import anyio
 import httpx
 
 from watcher.core.health import Problem, ProblemKind
-from watcher.core.pushed import RunRow
+from watcher.core.pushed import RunRow, api_time
 from watcher.core.shape import ShapeCursor, ShapeResponse, parse_schema
 from watcher.core.statuses import trigger_public_status
 from watcher.sources.errors import ResponseShapeError, SourceError
@@ -109,10 +109,7 @@ def _moment(pg: Any) -> datetime | None:
 def _iso(pg: Any) -> str | None:
     """A ``timestamp(3)`` in the API's form (``2026-12-02T07:00:00.120Z``), so a row and
     a retrieve name an instant alike."""
-    moment = _moment(pg)
-    if moment is None:
-        return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return api_time(_moment(pg))
 
 
 def _error(value: Any) -> tuple[str | None, str | None, bool]:
